@@ -1,0 +1,51 @@
+# model-release-operator: every target creates or reuses .venv and installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := local,trainer,test,lint
+
+.PHONY: help venv prometheus test test-fast lint crds check-crds demo bench clean
+
+help:
+	@echo "make demo   - a whole staged release on this machine (embedded default)"
+	@echo "make test   - the whole test suite"
+	@echo "make lint   - ruff, mypy and the import contracts"
+	@echo "make crds   - regenerate crds/ from the API models"
+	@echo "make bench  - benchmarks (print figures)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's Prometheus (2.42): the analysis tests start their own on 127.0.0.1.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: $(STAMP) prometheus
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator trainer_image tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crds: $(STAMP)
+	$(PY) -m modelrelease.api > crds/modelrelease.io_modelreleases.yaml
+
+demo: $(STAMP) prometheus
+	@echo "make demo is not available yet: the embedded default (local API server, executor," >&2
+	@echo "real training and serving) is still being built. 'make test' runs what exists." >&2
+	@exit 2
+
+bench: $(STAMP) prometheus
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

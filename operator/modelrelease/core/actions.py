@@ -1,0 +1,138 @@
+"""One-shot actions carried as request ids: each new id is handled once and recorded."""
+
+from __future__ import annotations
+
+from modelrelease.api.status import AnalysisRecord, ModelVersion, StageRecord
+from modelrelease.core import stages
+from modelrelease.core.draft import Draft
+from modelrelease.core.model import DeleteJob
+
+_IN_FLIGHT = ("Pending", "Training", "Progressing", "Paused", "Promoting")
+
+
+def handle_actions(draft: Draft) -> None:
+    requested = draft.spec.actions
+    handled = draft.status.handled_actions
+    undo_id = requested.undo.request_id if requested.undo else None
+    # Order matters when several arrive at once: stopping wins over moving forward.
+    for kind, request_id in (
+        ("abort", requested.abort),
+        ("undo", undo_id),
+        ("retry", requested.retry),
+        ("promote_full", requested.promote_full),
+        ("promote", requested.promote),
+    ):
+        if request_id is None or getattr(handled, kind) == request_id:
+            continue
+        draft.set(handled_actions=draft.status.handled_actions.model_copy(update={kind: request_id}))
+        outcome = _HANDLERS[kind](draft)
+        label = kind.replace("_f", "F")
+        if outcome:
+            draft.event("ActionIgnored", f"{label} {request_id!r} ignored: {outcome}", "Warning")
+        else:
+            draft.event("ActionHandled", f"{label} {request_id!r} handled")
+
+
+def _abort(draft: Draft) -> str | None:
+    if draft.status.phase not in _IN_FLIGHT:
+        return f"nothing to abort in phase {draft.status.phase}"
+    stages.roll_back(draft, "Aborted", "aborted by request: canary withdrawn, stable on all replicas")
+    return None
+
+
+def _find_version(draft: Draft, wanted: str) -> ModelVersion | list[str]:
+    kept = list(reversed(draft.status.history))
+    exact = [v for v in kept if wanted in (v.id, v.name)]
+    if exact:
+        return exact[0]
+    prefixed = {v.id: v for v in kept if v.id.split(":", 1)[-1].startswith(wanted.split(":", 1)[-1])}
+    if len(prefixed) == 1:
+        return next(iter(prefixed.values()))
+    return [v.name for v in kept]
+
+
+def _undo(draft: Draft) -> str | None:
+    assert draft.spec.actions.undo is not None
+    wanted = draft.spec.actions.undo.to_version
+    found = _find_version(draft, wanted)
+    if isinstance(found, list):
+        kept = ", ".join(found) or "none"
+        return f"version {wanted!r} is not among the kept versions ({kept})"
+    _stop_training(draft)
+    restored = draft.release_version(found, restored=True)
+    draft.set(canary=None, canary_weight=0, phase="Released", failure=None, pause_reason=None,
+              step_started_at=None, message=f"restored {restored.name} as stable")
+    draft.event("VersionRestored", f"{restored.name} restored as stable")
+    return None
+
+
+def _stop_training(draft: Draft) -> None:
+    record = draft.record
+    job = draft.observed.jobs.get(record.job_name or "")
+    if record.phase == "Training" and job is not None and job.phase == "Active":
+        draft.actions.append(DeleteJob(name=job.name))
+        draft.set_record(phase="Failed", finished_at=draft.now_iso, message="stopped by request")
+
+
+def _retry(draft: Draft) -> str | None:
+    status = draft.status
+    if status.phase == "Paused" and status.pause_reason is not None:
+        analysis = status.analysis.model_copy(update={"inconclusive": 0, "consecutive_errors": 0})
+        draft.set(pause_reason=None, analysis=analysis, phase=stages.active_phase(draft),
+                  step_started_at=draft.now_iso, message="analysis resumed by request")
+        return None
+    if status.phase not in ("RolledBack", "Failed"):
+        return f"retry applies after a rollback or an analysis pause, not in phase {status.phase}"
+    record = draft.record
+    gates_passed = record.version is not None and all(g.verdict != "Fail" for g in record.gates)
+    draft.set(failure=None, canary=None, canary_weight=0)
+    if gates_passed and record.version is not None and status.stable is not None:
+        # The model was fine offline; only its canary failed: serve it again from the first step.
+        stage = draft.spec.stages[status.stage_index]
+        draft.set(
+            canary=record.version,
+            step_index=0,
+            canary_weight=stage.steps[0].weight,
+            step_started_at=draft.now_iso,
+            analysis=AnalysisRecord(version=record.version.id, started_at=draft.now_iso),
+            phase="Progressing",
+            message=f"retrying stage {stage.name}: canary {record.version.name}",
+        )
+        draft.set_record(phase="Canary", finished_at=None, message="")
+        return None
+    stages_ = list(status.stages)
+    stages_[status.stage_index] = StageRecord(name=record.name, attempt=record.attempt + 1)
+    draft.set(stages=stages_, phase="Pending", message=f"retrying stage {record.name}")
+    return None
+
+
+def _promote(draft: Draft) -> str | None:
+    status = draft.status
+    if draft.status.canary is None or draft.record.phase != "Canary":
+        return "no canary step to finish"
+    if status.phase not in ("Progressing", "Paused"):
+        return f"cannot finish a step in phase {status.phase}"
+    draft.set(pause_reason=None)
+    stages.advance_step(draft)
+    return None
+
+
+def _promote_full(draft: Draft) -> str | None:
+    status = draft.status
+    if status.canary is None:
+        return "there is no canary to promote"
+    if status.phase not in _IN_FLIGHT or status.phase == "Promoting":
+        return f"cannot promote in phase {status.phase}"
+    _stop_training(draft)
+    draft.set(pause_reason=None)
+    stages.start_promotion(draft)
+    return None
+
+
+_HANDLERS = {
+    "abort": _abort,
+    "undo": _undo,
+    "retry": _retry,
+    "promote_full": _promote_full,
+    "promote": _promote,
+}

@@ -1,0 +1,147 @@
+"""Analysis verdicts: one run's measurements judged against each check, then counted.
+
+Semantics (per canary version):
+- Pass: every bound holds. Fail: a bound is broken. Inconclusive: too little traffic (the sample
+  query below minSampleCount), no data, or stable without data for a relative bound.
+  Error: the query could not be answered (Prometheus down, 5xx, several series).
+- A run's verdict is the worst of its checks: Fail > Error > Inconclusive > Pass.
+- failures > failureLimit rolls back; consecutive inconclusive runs > inconclusiveLimit pause;
+  consecutive error runs > consecutiveErrorLimit pause. An error never counts as success.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
+from modelrelease.api.status import AnalysisRecord, CheckRecord, Verdict
+from modelrelease.core.presets import PRESETS
+
+Outcome = Literal["continue", "rollback", "pause"]
+_SEVERITY: dict[Verdict, int] = {"Pass": 0, "Skipped": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the runtime read for one check in one run. ``None`` values mean "no data"."""
+
+    check: str
+    canary: float | None = None
+    stable: float | None = None
+    samples: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min: float | None
+    max: float | None
+    min_ratio: float | None
+    max_ratio: float | None
+
+    @property
+    def relative(self) -> bool:
+        return self.min_ratio is not None or self.max_ratio is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        if self.min_ratio is not None:
+            parts.append(f"canary/stable >= {self.min_ratio:g}")
+        if self.max_ratio is not None:
+            parts.append(f"canary/stable <= {self.max_ratio:g}")
+        return ", ".join(parts)
+
+
+def bounds_of(check: AnalysisCheck) -> Bounds:
+    """The check's own bounds, or its preset's defaults when it sets none."""
+    own = Bounds(check.min, check.max, check.min_ratio, check.max_ratio)
+    if check.preset is None or any(v is not None for v in (own.min, own.max, own.min_ratio, own.max_ratio)):
+        return own
+    preset = PRESETS[check.preset]
+    return Bounds(None, preset.max, preset.min_ratio, preset.max_ratio)
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def judge(check: AnalysisCheck, measured: Measurement, min_sample_count: int) -> CheckRecord:
+    bounds = bounds_of(check)
+    record = dict(name=check.name, bound=bounds.describe(), value=measured.canary, stable_value=measured.stable)
+    if measured.error:
+        return CheckRecord(verdict="Error", reason=measured.error, **record)
+    if measured.samples is not None and (not _usable(measured.samples) or measured.samples < min_sample_count):
+        seen = measured.samples if _usable(measured.samples) else 0
+        return CheckRecord(
+            verdict="Inconclusive",
+            reason=f"waiting for traffic: {seen:g} samples, need {min_sample_count}",
+            **record,
+        )
+    if not _usable(measured.canary):
+        return CheckRecord(verdict="Inconclusive", reason="no data for the canary", **record)
+    value = float(measured.canary)  # type: ignore[arg-type]
+    broken = []
+    if bounds.min is not None and value < bounds.min:
+        broken.append(f"{value:g} < {bounds.min:g}")
+    if bounds.max is not None and value > bounds.max:
+        broken.append(f"{value:g} > {bounds.max:g}")
+    if bounds.relative:
+        if not _usable(measured.stable):
+            return CheckRecord(verdict="Inconclusive", reason="no data for stable to compare with", **record)
+        stable = float(measured.stable)  # type: ignore[arg-type]
+        ratio = _ratio(value, stable)
+        if bounds.min_ratio is not None and ratio < bounds.min_ratio:
+            broken.append(f"canary/stable {ratio:.3g} < {bounds.min_ratio:g}")
+        if bounds.max_ratio is not None and ratio > bounds.max_ratio:
+            broken.append(f"canary/stable {ratio:.3g} > {bounds.max_ratio:g}")
+    if broken:
+        return CheckRecord(verdict="Fail", reason="; ".join(broken), **record)
+    return CheckRecord(verdict="Pass", reason="within bounds", **record)
+
+
+def _ratio(canary: float, stable: float) -> float:
+    if stable == 0:
+        # Both zero (e.g. no errors on either) is equal; anything over a zero stable is unbounded.
+        return 1.0 if canary == 0 else math.inf
+    return canary / stable
+
+
+def run_verdict(results: list[CheckRecord]) -> Verdict:
+    return max((r.verdict for r in results), key=lambda v: _SEVERITY[v], default="Pass")
+
+
+def tally(
+    record: AnalysisRecord, results: list[CheckRecord], spec: AnalysisSpec, now: str
+) -> tuple[AnalysisRecord, Outcome]:
+    """Count one run into the record and say what it means for the release."""
+    verdict = run_verdict(results)
+    failures = record.failures + (verdict == "Fail")
+    inconclusive = record.inconclusive + 1 if verdict == "Inconclusive" else 0
+    errors = record.consecutive_errors + 1 if verdict == "Error" else 0
+    updated = record.model_copy(
+        update=dict(
+            last_run_at=now,
+            last_run_passed=verdict == "Pass",
+            runs=record.runs + 1,
+            successes=record.successes + (verdict == "Pass"),
+            failures=failures,
+            inconclusive=inconclusive,
+            consecutive_errors=errors,
+            checks=results,
+        )
+    )
+    if failures > spec.failure_limit:
+        return updated, "rollback"
+    if inconclusive > spec.inconclusive_limit or errors > spec.consecutive_error_limit:
+        return updated, "pause"
+    return updated, "continue"
+
+
+def first_failure(results: list[CheckRecord]) -> CheckRecord | None:
+    return next((r for r in results if r.verdict == "Fail"), None)

@@ -1,0 +1,86 @@
+"""What the planner sees (observations) and what it asks for (actions). Plain data, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modelrelease.api.status import ModelReleaseStatus, ModelVersion
+from modelrelease.core.analysis import Measurement
+
+Track = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    name: str
+    phase: Literal["Active", "Succeeded", "Failed"]
+    result: Mapping[str, Any] | None = None
+    """The trainer's result JSON (termination message), parsed; None when absent or unreadable."""
+    reason: str = ""
+    """Why it failed, in words: exit code and message, OOMKilled, DeadlineExceeded."""
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    track: Track
+    version: str | None
+    """The model version id its pod template serves."""
+    replicas: int
+    ready: int
+    """Pods ready at the current template (0 until the Deployment controller has caught up)."""
+
+
+@dataclass(frozen=True)
+class Observations:
+    jobs: Mapping[str, JobObservation] = field(default_factory=dict)
+    deployments: Mapping[str, DeploymentObservation] = field(default_factory=dict)
+    service_exists: bool = False
+    measurements: Sequence[Measurement] | None = None
+    """This pass's analysis run, or None when no run was due."""
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    name: str
+    stage: str
+    attempt: int
+    output_path: str
+    init_from: ModelVersion | None
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    name: str
+
+
+@dataclass(frozen=True)
+class ApplyDeployment:
+    track: Track
+    version: ModelVersion | None
+    """The version to serve; None keeps the current template (scaling only)."""
+    replicas: int
+
+
+@dataclass(frozen=True)
+class EnsureService:
+    pass
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = CreateJob | DeleteJob | ApplyDeployment | EnsureService | EmitEvent
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: list[Action]
+    status: ModelReleaseStatus
+    requeue_after: float | None
+    """Seconds until the planner wants to look again; None: only when something changes."""

@@ -1,0 +1,39 @@
+"""Deterministic names and hashes, so that a restarted operator finds what it made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from modelrelease.api.spec import CONTROL_FIELDS, ModelReleaseSpec
+
+
+def spec_hash(spec: ModelReleaseSpec) -> str:
+    """Hash of everything but the control fields: a change here restarts the release."""
+    content = {k: v for k, v in spec.model_dump(mode="json").items() if k not in CONTROL_FIELDS}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _short(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
+
+
+def job_name(release: str, stage: str, attempt: int, spec_digest: str) -> str:
+    """<release>-<stage>-<hash>, at most 63 characters (Jobs label their pods with this name)."""
+    suffix = _short(spec_digest, stage, str(attempt))
+    head = f"{release[:24].rstrip('-')}-{stage[:30].rstrip('-')}"
+    return f"{head}-{suffix}"
+
+
+def deployment_name(release: str, track: str) -> str:
+    return f"{release}-{track}"
+
+
+def version_name(stage: str, version_id: str) -> str:
+    digest = version_id.split(":", 1)[-1]
+    return f"{stage}-{digest[:12]}"
+
+
+def uri_version_id(uri: str) -> str:
+    return "uri:" + hashlib.sha256(uri.encode()).hexdigest()

@@ -1,0 +1,161 @@
+"""The release planner: (spec, status, observations, now) -> actions, next status, when to look again.
+
+Pure: it reads nothing and writes nothing; the runtime observes before and executes after.
+Applying a plan and planning again on the result asks for nothing new (events are emitted only on
+transitions, objects are created only when not observed).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.status import TERMINAL_PHASES, AnalysisRecord, ModelReleaseStatus, StageRecord
+from modelrelease.core import analysis, stages
+from modelrelease.core.actions import handle_actions
+from modelrelease.core.draft import Draft
+from modelrelease.core.model import DeleteJob, Observations, Plan
+from modelrelease.core.naming import spec_hash
+from modelrelease.core.serving import converge_serving, requeue_after, update_conditions
+
+
+def plan(
+    spec: ModelReleaseSpec,
+    status: ModelReleaseStatus,
+    observed: Observations,
+    now: datetime,
+    *,
+    release: str,
+    generation: int | None = None,
+) -> Plan:
+    draft = Draft(spec, status, observed, now, release, generation)
+    _follow_spec(draft)
+    handle_actions(draft)
+    _follow_pause(draft)
+    _advance(draft)
+    converge_serving(draft)
+    update_conditions(draft)
+    if draft.status.current_stage != spec.stages[draft.status.stage_index].name:
+        draft.set(current_stage=spec.stages[draft.status.stage_index].name)
+    draft.set(observed_generation=generation)
+    return Plan(actions=draft.actions, status=draft.status, requeue_after=requeue_after(draft))
+
+
+def fresh_records(spec: ModelReleaseSpec) -> list[StageRecord]:
+    return [StageRecord(name=stage.name) for stage in spec.stages]
+
+
+def _follow_spec(draft: Draft) -> None:
+    digest = spec_hash(draft.spec)
+    previous = draft.status.spec_hash
+    if previous == digest:
+        return
+    if previous is not None:
+        _drop_active_job(draft)
+        draft.event(
+            "SpecChanged",
+            "the spec changed: the canary is withdrawn and the release starts again from stage "
+            f"{draft.spec.stages[0].name} against the current stable model",
+        )
+    draft.set(
+        spec_hash=digest,
+        phase="Pending",
+        stages=fresh_records(draft.spec),
+        stage_index=0,
+        step_index=0,
+        step_started_at=None,
+        canary=None,
+        canary_weight=0,
+        analysis=AnalysisRecord(),
+        failure=None,
+        pause_reason=None,
+        message="starting",
+    )
+
+
+def _drop_active_job(draft: Draft) -> None:
+    if not draft.status.stages:
+        return
+    record = draft.record
+    job = draft.observed.jobs.get(record.job_name or "")
+    if record.phase == "Training" and job is not None and job.phase == "Active":
+        draft.actions.append(DeleteJob(name=job.name))
+
+
+def _follow_pause(draft: Draft) -> None:
+    status = draft.status
+    if status.phase in TERMINAL_PHASES or status.phase in ("Promoting", "RollingBack"):
+        return
+    if draft.spec.paused and status.phase != "Paused":
+        draft.set(phase="Paused", message="paused by spec.paused")
+        draft.event("Paused", "the release is paused (spec.paused)")
+    elif not draft.spec.paused and status.phase == "Paused" and status.pause_reason is None:
+        # A step restarts its wait after a pause, so a step never ends unobserved.
+        draft.set(phase=stages.active_phase(draft), step_started_at=draft.now_iso, message="resumed")
+        draft.event("Resumed", "the release resumed")
+
+
+def _advance(draft: Draft) -> None:
+    phase = draft.status.phase
+    if phase in TERMINAL_PHASES or phase == "Paused":
+        return
+    if phase == "RollingBack":
+        stages.finish_rollback_when_done(draft)
+        return
+    if phase == "Promoting":
+        stages.finish_promotion_when_done(draft)
+        return
+    if draft.observed.measurements is not None and draft.status.canary is not None:
+        if not _judge_analysis(draft):
+            return
+    stages.advance_stage(draft)
+
+
+def _judge_analysis(draft: Draft) -> bool:
+    """Count this pass's analysis run; False when it ended the progression (rollback or pause)."""
+    spec = draft.spec.analysis
+    checks = {c.name: c for c in spec.checks}
+    results = [
+        analysis.judge(checks[m.check], m, spec.min_sample_count)
+        for m in draft.observed.measurements or ()
+        if m.check in checks
+    ]
+    if not results:
+        return True
+    record, outcome = analysis.tally(draft.status.analysis, results, spec, draft.now_iso)
+    draft.set(analysis=record)
+    if outcome == "rollback":
+        failed = analysis.first_failure(results)
+        assert failed is not None
+        stages.roll_back(
+            draft,
+            "AnalysisFailed",
+            f"check {failed.name} failed: {failed.reason} (bound {failed.bound}); "
+            f"{record.failures} failed runs > failureLimit {spec.failure_limit}",
+            check=failed.name,
+            value=failed.value,
+            bound=failed.bound,
+        )
+        return False
+    if outcome == "pause":
+        why = (
+            f"{record.inconclusive} inconclusive runs in a row > inconclusiveLimit {spec.inconclusive_limit}"
+            if record.inconclusive > spec.inconclusive_limit
+            else f"{record.consecutive_errors} runs in a row with query errors > "
+            f"consecutiveErrorLimit {spec.consecutive_error_limit}"
+        )
+        last = "; ".join(f"{r.name}: {r.reason}" for r in results if r.verdict != "Pass")
+        message = f"analysis paused: {why} ({last}); use actions.retry, promote or abort"
+        draft.set(phase="Paused", pause_reason="InconclusiveAnalysis", message=message)
+        draft.event("AnalysisInconclusive", message, "Warning")
+        return False
+    return True
+
+
+def analysis_due(spec: ModelReleaseSpec, status: ModelReleaseStatus, now: datetime) -> bool:
+    """Whether the runtime should query the metrics before the next plan."""
+    if status.canary is None or not spec.analysis.checks or spec.paused:
+        return False
+    if status.phase not in ("Progressing", "Training"):
+        return False
+    return now >= stages.next_analysis_at(spec, status)

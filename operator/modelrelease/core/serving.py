@@ -1,0 +1,102 @@
+"""Desired serving state (stable and canary Deployments, the Service), conditions and requeue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from modelrelease.api.base import parse_duration
+from modelrelease.api.status import ModelVersion
+from modelrelease.core import canary
+from modelrelease.core.conditions import set_condition
+from modelrelease.core.draft import Draft
+from modelrelease.core.model import ApplyDeployment, EnsureService, Track
+from modelrelease.core.stages import next_analysis_at, step_ends_at
+
+
+def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]]:
+    """Which version each track serves and with how many replicas, from the status alone
+    (plus, while promoting, how far the stable Deployment has caught up)."""
+    status = draft.status
+    total = draft.spec.serving.replicas
+    if status.stable is None:
+        return {}
+    if status.phase == "Promoting" and status.canary is not None:
+        stable_seen = draft.observed.deployments.get("stable")
+        ready = stable_seen.ready if stable_seen and stable_seen.version == status.canary.id else 0
+        split = canary.handover(total, ready)
+        return {"stable": (status.canary, split.stable), "canary": (None, split.canary)}
+    if status.canary is None or status.phase in ("RollingBack", "RolledBack", "Released", "Failed"):
+        return {"stable": (status.stable, total), "canary": (None, 0)}
+    split = canary.split(total, status.canary_weight)
+    return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
+
+
+def converge_serving(draft: Draft) -> None:
+    for track, (version, replicas) in desired_serving(draft).items():
+        seen = draft.observed.deployments.get(track)
+        if seen is None:
+            if replicas > 0 or track == "stable":
+                draft.actions.append(ApplyDeployment(track, version, replicas))
+            continue
+        wrong_version = version is not None and seen.version != version.id
+        if wrong_version or seen.replicas != replicas:
+            draft.actions.append(ApplyDeployment(track, version if wrong_version else None, replicas))
+    if draft.status.stable is not None and not draft.observed.service_exists:
+        draft.actions.append(EnsureService())
+
+
+def update_conditions(draft: Draft) -> None:
+    status = draft.status
+    now, gen = draft.now_iso, draft.generation
+    conditions = status.conditions
+    stable = status.stable
+    conditions = set_condition(
+        conditions, "Ready", stable is not None,
+        "StableServing" if stable else "NoStableModel",
+        f"{stable.name} serves as stable" if stable else "no model has been released yet", now, gen,
+    )
+    in_flight = status.phase in ("Pending", "Training", "Progressing", "Promoting", "RollingBack")
+    conditions = set_condition(conditions, "Progressing", in_flight, status.phase, status.message, now, gen)
+    failure = status.failure
+    degraded = status.phase in ("RollingBack", "RolledBack", "Failed") and failure is not None
+    conditions = set_condition(
+        conditions, "Degraded", degraded,
+        failure.reason if degraded and failure else "Healthy",
+        failure.message if degraded and failure else "", now, gen,
+    )
+    paused = status.phase == "Paused"
+    conditions = set_condition(
+        conditions, "Paused", paused,
+        (status.pause_reason or "PausedBySpec") if paused else "NotPaused",
+        status.message if paused else "", now, gen,
+    )
+    trained = [r for r in status.stages if r.job_name and r.phase in ("Canary", "Succeeded", "Failed")]
+    if trained:
+        last = trained[-1]
+        ok = last.version is not None
+        conditions = set_condition(
+            conditions, "TrainingSucceeded", ok,
+            "JobSucceeded" if ok else "JobFailed",
+            f"stage {last.name}: job {last.job_name}" + ("" if ok else f": {last.message}"), now, gen,
+        )
+    if conditions != status.conditions:
+        draft.set(conditions=conditions)
+
+
+def requeue_after(draft: Draft) -> float | None:
+    status, spec, now = draft.status, draft.spec, draft.now
+    if status.phase in ("Promoting", "RollingBack", "Pending"):
+        return 2.0
+    if status.phase in ("Released", "RolledBack", "Failed", "Paused"):
+        return None
+    moments: list[datetime] = []
+    ends = step_ends_at(spec, status) if status.phase == "Progressing" else None
+    if ends is not None:
+        moments.append(ends)
+    if status.canary is not None and spec.analysis.checks:
+        moments.append(next_analysis_at(spec, status))
+    if status.phase == "Training":
+        return min([15.0, *[max(1.0, (m - now).total_seconds()) for m in moments]])
+    if not moments:
+        return parse_duration(spec.analysis.interval).total_seconds()
+    return max(1.0, min((m - now).total_seconds() for m in moments))

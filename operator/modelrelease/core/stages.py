@@ -1,0 +1,284 @@
+"""Stage progression: train, gate, canary steps, next stage, promotion, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelrelease.api.base import parse_duration
+from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.status import AnalysisRecord, ModelReleaseStatus, ModelVersion, Phase
+from modelrelease.core.draft import Draft
+from modelrelease.core.gates import evaluate_gates
+from modelrelease.core.model import CreateJob, DeleteJob
+from modelrelease.core.naming import job_name, uri_version_id, version_name
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def active_phase(draft: Draft) -> Phase:
+    """The phase a running release is in, derived from its current stage record."""
+    record = draft.record
+    if record.phase == "Canary":
+        return "Progressing"
+    if record.phase == "Training":
+        return "Training"
+    return "Pending"
+
+
+def next_analysis_at(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> datetime:
+    interval = parse_duration(spec.analysis.interval)
+    since = status.analysis.last_run_at or status.analysis.started_at
+    if since is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return parse_time(since) + interval
+
+
+def step_ends_at(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> datetime | None:
+    if status.step_started_at is None:
+        return None
+    step = spec.stages[status.stage_index].steps[status.step_index]
+    return parse_time(status.step_started_at) + parse_duration(step.duration)
+
+
+def advance_stage(draft: Draft) -> None:
+    record = draft.record
+    if record.phase == "Pending":
+        _start_stage(draft)
+    elif record.phase == "Training":
+        _follow_training(draft)
+    elif record.phase == "Canary":
+        _follow_steps(draft)
+
+
+def _start_stage(draft: Draft) -> None:
+    stage = draft.spec.stages[draft.status.stage_index]
+    record = draft.record
+    if stage.model_uri is not None:
+        prebuilt = ModelVersion(
+            id=uri_version_id(stage.model_uri),
+            name=version_name(stage.name, uri_version_id(stage.model_uri)),
+            path=stage.model_uri,
+            stage=stage.name,
+            data_source=None,
+        )
+        draft.set_record(started_at=draft.now_iso, version=prebuilt)
+        _deploy_candidate(draft, prebuilt)
+        return
+    assert stage.training is not None
+    name = job_name(draft.release, stage.name, record.attempt, draft.status.spec_hash or "")
+    storage = draft.spec.model.storage
+    output = f"{storage.mount_path.rstrip('/')}/{draft.release}/{name}"
+    parent = _init_from(draft) if stage.training.init_from == "previous" else None
+    if name not in draft.observed.jobs:
+        draft.actions.append(CreateJob(name, stage.name, record.attempt, output, parent))
+    draft.set_record(phase="Training", job_name=name, started_at=draft.now_iso)
+    draft.set(phase="Training", message=f"training stage {stage.name} (job {name})")
+    draft.event("TrainingStarted", f"stage {stage.name}: training job {name} created")
+
+
+def _init_from(draft: Draft) -> ModelVersion | None:
+    """Stage N starts from stage N-1's model; the first stage from the stable model, if any."""
+    index = draft.status.stage_index
+    if index > 0:
+        return draft.status.stages[index - 1].version
+    return draft.status.stable
+
+
+def _follow_training(draft: Draft) -> None:
+    record = draft.record
+    job = draft.observed.jobs.get(record.job_name or "")
+    stage = draft.spec.stages[draft.status.stage_index]
+    if job is None:
+        # Created in an earlier pass but not (yet) seen: ask again; a 409 means it is there.
+        assert stage.training is not None and record.job_name
+        storage = draft.spec.model.storage
+        output = f"{storage.mount_path.rstrip('/')}/{draft.release}/{record.job_name}"
+        parent = _init_from(draft) if stage.training.init_from == "previous" else None
+        draft.actions.append(CreateJob(record.job_name, stage.name, record.attempt, output, parent))
+        return
+    if job.phase == "Active":
+        return
+    if job.phase == "Failed":
+        draft.set_record(phase="Failed", finished_at=draft.now_iso, message=job.reason)
+        roll_back(draft, "TrainingFailed", f"stage {stage.name}: training job {job.name} failed: {job.reason}")
+        return
+    candidate = _version_from_result(draft, job.result)
+    if candidate is None:
+        message = f"stage {stage.name}: job {job.name} succeeded but left no valid result"
+        draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
+        roll_back(draft, "TrainingFailed", message)
+        return
+    stable_metrics = draft.status.stable.metrics if draft.status.stable else None
+    passed, gate_results = evaluate_gates(stage.gates, candidate.metrics, stable_metrics)
+    draft.set_record(version=candidate, gates=gate_results, finished_at=draft.now_iso)
+    if not passed:
+        failed = next(g for g in gate_results if g.verdict == "Fail")
+        message = (
+            f"stage {stage.name}: model {candidate.name} failed its gate {failed.metric} "
+            f"{failed.bound}: value {failed.value}"
+        )
+        draft.set_record(phase="Failed", message=message)
+        roll_back(draft, "GateFailed", message, value=failed.value, bound=f"{failed.metric} {failed.bound}")
+        return
+    skipped = [g for g in gate_results if g.verdict == "Skipped"]
+    note = f" ({len(skipped)} change bounds skipped: no stable model yet)" if skipped else ""
+    draft.event("GatesPassed", f"stage {stage.name}: model {candidate.name} passed its gates{note}")
+    _deploy_candidate(draft, candidate)
+
+
+def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> ModelVersion | None:
+    if not result or not result.get("ok") or not isinstance(result.get("version"), str):
+        return None
+    metrics = result.get("metrics")
+    if not isinstance(metrics, dict) or not isinstance(result.get("artifactPath"), str):
+        return None
+    stage = draft.spec.stages[draft.status.stage_index]
+    parent = _init_from(draft) if stage.training and stage.training.init_from == "previous" else None
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    return ModelVersion(
+        id=result["version"],
+        name=version_name(stage.name, result["version"]),
+        path=result["artifactPath"],
+        stage=stage.name,
+        metrics=numbers,
+        trained_at=result.get("trainedAt"),
+        parent=parent.id if parent else None,
+        data_source=result.get("dataSource"),
+        job_name=draft.record.job_name,
+    )
+
+
+def _deploy_candidate(draft: Draft, candidate: ModelVersion) -> None:
+    stage = draft.spec.stages[draft.status.stage_index]
+    if draft.status.stable is None:
+        draft.release_version(candidate)
+        draft.set_record(phase="Succeeded", finished_at=draft.now_iso)
+        draft.event(
+            "FirstRelease",
+            f"stage {stage.name}: {candidate.name} is the first model and becomes stable directly "
+            "(no stable to split traffic against; its steps are skipped)",
+        )
+        _next_stage(draft)
+        return
+    first = stage.steps[0]
+    draft.set(
+        canary=candidate,
+        step_index=0,
+        canary_weight=first.weight,
+        step_started_at=draft.now_iso,
+        analysis=AnalysisRecord(version=candidate.id, started_at=draft.now_iso),
+        phase="Progressing",
+        message=f"stage {stage.name}: canary {candidate.name} at weight {first.weight}",
+    )
+    draft.set_record(phase="Canary")
+    draft.event("CanaryStarted", f"stage {stage.name}: canary {candidate.name} at weight {first.weight}")
+
+
+def _follow_steps(draft: Draft) -> None:
+    ends = step_ends_at(draft.spec, draft.status)
+    if ends is None or draft.now < ends:
+        return
+    if draft.spec.analysis.checks and not _passed_within_step(draft.status):
+        return
+    advance_step(draft)
+
+
+def _passed_within_step(status: ModelReleaseStatus) -> bool:
+    analysis = status.analysis
+    if not analysis.last_run_passed or analysis.last_run_at is None or status.step_started_at is None:
+        return False
+    return parse_time(analysis.last_run_at) >= parse_time(status.step_started_at)
+
+
+def advance_step(draft: Draft) -> None:
+    stage = draft.spec.stages[draft.status.stage_index]
+    index = draft.status.step_index + 1
+    if index < len(stage.steps):
+        weight = stage.steps[index].weight
+        draft.set(step_index=index, canary_weight=weight, step_started_at=draft.now_iso, phase="Progressing",
+                  message=f"stage {stage.name}: canary at weight {weight}")
+        draft.event("StepAdvanced", f"stage {stage.name}: step {index + 1}/{len(stage.steps)}, weight {weight}")
+        return
+    if draft.status.stage_index == len(draft.spec.stages) - 1:
+        start_promotion(draft)
+        return
+    draft.set_record(phase="Succeeded")
+    _next_stage(draft)
+
+
+def _next_stage(draft: Draft) -> None:
+    index = draft.status.stage_index + 1
+    if index >= len(draft.spec.stages):
+        draft.set(phase="Released", message=f"released {draft.status.stable.name if draft.status.stable else ''}")
+        draft.event("Released", f"{draft.status.stable.name if draft.status.stable else 'model'} is stable")
+        return
+    draft.set(stage_index=index, step_index=0, step_started_at=None)
+    _start_stage(draft)
+
+
+def start_promotion(draft: Draft) -> None:
+    canary = draft.status.canary
+    assert canary is not None
+    draft.set(phase="Promoting", message=f"promoting {canary.name} to stable")
+    draft.event("Promoting", f"promoting {canary.name} to stable")
+
+
+def finish_promotion_when_done(draft: Draft) -> None:
+    canary = draft.status.canary
+    if canary is None:
+        draft.set(phase="Released")
+        return
+    stable = draft.observed.deployments.get("stable")
+    total = draft.spec.serving.replicas
+    done = stable is not None and stable.version == canary.id and stable.ready >= total
+    canary_seen = draft.observed.deployments.get("canary")
+    if not done or (canary_seen is not None and canary_seen.replicas > 0):
+        return
+    released = draft.release_version(canary)
+    for index in range(draft.status.stage_index, len(draft.status.stages)):
+        if draft.status.stages[index].phase in ("Canary", "Training", "Pending"):
+            stages_ = list(draft.status.stages)
+            stages_[index] = stages_[index].model_copy(
+                update={"phase": "Succeeded" if index == draft.status.stage_index else stages_[index].phase,
+                        "finished_at": draft.now_iso})
+            draft.set(stages=stages_)
+    draft.set(canary=None, canary_weight=0, phase="Released", step_started_at=None,
+              message=f"released {released.name}")
+    draft.event("Released", f"{released.name} is stable on all {total} replicas")
+
+
+def roll_back(draft: Draft, reason: str, message: str, **details: Any) -> None:
+    """Withdraw the canary: canary to zero, stable to all replicas; the reason stays in status."""
+    record = draft.record
+    job = draft.observed.jobs.get(record.job_name or "")
+    if record.phase == "Training" and job is not None and job.phase == "Active":
+        draft.actions.append(DeleteJob(name=job.name))
+        draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
+    stage = draft.spec.stages[draft.status.stage_index].name
+    draft.fail(reason, message, stage=stage, **details)
+    draft.set(phase="RollingBack", pause_reason=None)
+    draft.event(reason, message, "Warning")
+    finish_rollback_when_done(draft)
+
+
+def finish_rollback_when_done(draft: Draft) -> None:
+    if draft.status.stable is None:
+        draft.set(phase="Failed", canary=None, canary_weight=0)
+        return
+    canary = draft.observed.deployments.get("canary")
+    stable = draft.observed.deployments.get("stable")
+    total = draft.spec.serving.replicas
+    canary_gone = canary is None or canary.replicas == 0
+    stable_back = stable is not None and stable.version == draft.status.stable.id and stable.ready >= total
+    if draft.status.canary is not None or draft.status.canary_weight:
+        draft.set(canary_weight=0)
+    if canary_gone and stable_back:
+        draft.set(phase="RolledBack", canary=None)
+
+
+def elapsed_since(text: str | None, now: datetime) -> timedelta:
+    return now - parse_time(text) if text else timedelta(0)

@@ -1,0 +1,179 @@
+"""A pure, in-memory stand-in for the cluster, to drive the planner through whole releases.
+
+It plays only what the planner's actions ask for: Jobs appear when created and finish when a test
+says so; Deployments become ready at once (or when released). No clock: tests pass `now`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelrelease.api import ModelReleaseSpec, ModelReleaseStatus, parse_spec
+from modelrelease.core.analysis import Measurement
+from modelrelease.core.model import (
+    ApplyDeployment,
+    CreateJob,
+    DeleteJob,
+    DeploymentObservation,
+    EmitEvent,
+    EnsureService,
+    JobObservation,
+    Observations,
+    Plan,
+)
+from modelrelease.core.planner import analysis_due, plan
+
+T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def base_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"name": "digits", "storage": {"hostPath": {"path": "/srv/models"}}},
+        "stages": [
+            {"name": "warmup", "training": {"data": "sklearn:digits?fraction=0.3"},
+             "gates": [{"metric": "accuracy", "min": 0.8}], "steps": [{"weight": 10, "duration": "1m"}]},
+            {"name": "grow", "training": {"data": "sklearn:digits?fraction=0.6", "optimizer": {"name": "adamw"}},
+             "gates": [{"metric": "accuracy", "min": 0.8, "maxDrop": 0.05}],
+             "steps": [{"weight": 10, "duration": "1m"}, {"weight": 50, "duration": "1m"}]},
+            {"name": "full", "training": {"data": "sklearn:digits"},
+             "gates": [{"metric": "f1", "maxRelativeDrop": 0.05}],
+             "steps": [{"weight": 50, "duration": "1m"}, {"weight": 100, "duration": "1m"}]},
+        ],
+        "serving": {"replicas": 10},
+        "analysis": {
+            "prometheus": {"url": "http://prometheus:9090"},
+            "interval": "30s",
+            "failureLimit": 0,
+            "inconclusiveLimit": 2,
+            "minSampleCount": 10,
+            "checks": [{"name": "errors", "preset": "error-rate"},
+                       {"name": "latency", "preset": "latency-p99"}],
+        },
+    }
+    spec.update(overrides)
+    return spec
+
+
+def result_for(stage: str, accuracy: float = 0.95, n: int = 0) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{stage}/{accuracy}/{n}".encode()).hexdigest()
+    return {
+        "schemaVersion": 1, "ok": True, "stage": stage, "version": f"sha256:{digest}",
+        "artifactPath": f"/srv/models/{stage}-{n}",
+        "metrics": {"accuracy": accuracy, "precision": accuracy, "recall": accuracy, "f1": accuracy,
+                    "loss": 1 - accuracy, "samples": 360},
+        "dataSource": "sklearn:digits", "trainedAt": "2026-11-01T12:00:00Z",
+    }
+
+
+HEALTHY = {"errors": Measurement("errors", canary=0.0, stable=0.0, samples=100),
+           "latency": Measurement("latency", canary=0.05, stable=0.05, samples=100)}
+FAILING = {**HEALTHY, "errors": Measurement("errors", canary=0.5, stable=0.0, samples=100)}
+QUIET = {k: Measurement(k, canary=v.canary, stable=v.stable, samples=1) for k, v in HEALTHY.items()}
+
+
+@dataclass
+class World:
+    spec: ModelReleaseSpec
+    status: ModelReleaseStatus = field(default_factory=ModelReleaseStatus)
+    now: datetime = T0
+    jobs: dict[str, JobObservation] = field(default_factory=dict)
+    deployments: dict[str, DeploymentObservation] = field(default_factory=dict)
+    service: bool = False
+    created_jobs: list[str] = field(default_factory=list)
+    events: list[EmitEvent] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+    instant_ready: bool = True
+    metrics: dict[str, Measurement] = field(default_factory=lambda: dict(HEALTHY))
+    generation: int = 1
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None = None, **kw: Any) -> World:
+        return cls(spec=parse_spec(raw or base_spec()), **kw)
+
+    def observations(self, measure: bool) -> Observations:
+        measurements = None
+        if measure and analysis_due(self.spec, self.status, self.now):
+            measurements = [self.metrics[c.name] for c in self.spec.analysis.checks]
+        return Observations(jobs=dict(self.jobs), deployments=dict(self.deployments),
+                            service_exists=self.service, measurements=measurements)
+
+    def step(self, measure: bool = True) -> Plan:
+        result = plan(self.spec, self.status, self.observations(measure), self.now,
+                      release="digits", generation=self.generation)
+        self.plans.append(result)
+        self.apply(result)
+        return result
+
+    def apply(self, result: Plan) -> None:
+        for action in result.actions:
+            if isinstance(action, CreateJob):
+                if action.name not in self.jobs:
+                    self.created_jobs.append(action.name)
+                    self.jobs[action.name] = JobObservation(action.name, "Active")
+            elif isinstance(action, DeleteJob):
+                self.jobs.pop(action.name, None)
+            elif isinstance(action, ApplyDeployment):
+                seen = self.deployments.get(action.track)
+                version = action.version.id if action.version else (seen.version if seen else None)
+                ready = action.replicas if self.instant_ready else 0
+                self.deployments[action.track] = DeploymentObservation(action.track, version, action.replicas, ready)
+            elif isinstance(action, EnsureService):
+                self.service = True
+            elif isinstance(action, EmitEvent):
+                self.events.append(action)
+        self.status = result.status
+
+    def settle(self, limit: int = 12) -> None:
+        """Plan and apply at the same instant until nothing more is asked (a fixpoint)."""
+        for _ in range(limit):
+            before = self.status
+            result = self.step(measure=False)
+            if not result.actions and result.status == before:
+                return
+        raise AssertionError(f"no fixpoint after {limit} passes: {result.actions}")
+
+    def finish_jobs(self, accuracy: float = 0.95) -> None:
+        for name, job in list(self.jobs.items()):
+            if job.phase == "Active":
+                stage = next(r.name for r in self.status.stages if r.job_name == name)
+                self.jobs[name] = JobObservation(name, "Succeeded", result_for(stage, accuracy, len(self.created_jobs)))
+
+    def fail_jobs(self, reason: str = "exit code 65: bad data") -> None:
+        for name, job in list(self.jobs.items()):
+            if job.phase == "Active":
+                self.jobs[name] = JobObservation(name, "Failed", reason=reason)
+
+    def wait(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def run_until(self, phases: set[str], limit: int = 400, tick: float = 15.0, accuracy: float = 0.95) -> None:
+        for _ in range(limit):
+            self.finish_jobs(accuracy)
+            self.step()
+            self.settle()
+            if self.status.phase in phases:
+                return
+            self.wait(tick)
+        raise AssertionError(f"phase {self.status.phase} never reached {phases}: {self.status.message}")
+
+    def run_until_training(self, stage_index: int, limit: int = 400) -> None:
+        """Run until the given stage's job is running (its predecessors finished)."""
+        for _ in range(limit):
+            self.step()
+            self.settle()
+            if self.status.phase == "Training" and self.status.stage_index == stage_index:
+                return
+            self.finish_jobs()
+            self.wait(15)
+        raise AssertionError(f"stage {stage_index} never started training: {self.status.message}")
+
+    def replicas(self) -> tuple[int, int]:
+        stable = self.deployments.get("stable")
+        canary = self.deployments.get("canary")
+        return (stable.replicas if stable else 0, canary.replicas if canary else 0)
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
