@@ -128,6 +128,9 @@ class ModelReleaseStatus(StatusModel):
     phase: Phase = "Pending"
     message: str = ""
     observed_generation: int | None = None
+    run: int = 0
+    """Counts the starts of this release (one more per spec change); part of Job names, so a spec
+    that changes back never meets the Jobs of an earlier run."""
     spec_hash: str | None = None
     """Hash of the spec without its control fields; a change restarts the release."""
     current_stage: str | None = None

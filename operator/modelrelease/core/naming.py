@@ -19,9 +19,9 @@ def _short(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
 
 
-def job_name(release: str, stage: str, attempt: int, spec_digest: str) -> str:
+def job_name(release: str, stage: str, attempt: int, run: int, spec_digest: str) -> str:
     """<release>-<stage>-<hash>, at most 63 characters (Jobs label their pods with this name)."""
-    suffix = _short(spec_digest, stage, str(attempt))
+    suffix = _short(spec_digest, stage, str(attempt), str(run))
     head = f"{release[:24].rstrip('-')}-{stage[:30].rstrip('-')}"
     return f"{head}-{suffix}"
 

@@ -59,6 +59,7 @@ def _follow_spec(draft: Draft) -> None:
         )
     draft.set(
         spec_hash=digest,
+        run=draft.status.run + 1,
         phase="Pending",
         stages=fresh_records(draft.spec),
         stage_index=0,
@@ -105,9 +106,9 @@ def _advance(draft: Draft) -> None:
     if phase == "Promoting":
         stages.finish_promotion_when_done(draft)
         return
-    if draft.observed.measurements is not None and draft.status.canary is not None:
-        if not _judge_analysis(draft):
-            return
+    analysed = draft.observed.measurements is not None and draft.status.canary is not None
+    if analysed and not _judge_analysis(draft):
+        return
     stages.advance_stage(draft)
 
 

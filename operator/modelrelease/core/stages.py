@@ -69,7 +69,7 @@ def _start_stage(draft: Draft) -> None:
         _deploy_candidate(draft, prebuilt)
         return
     assert stage.training is not None
-    name = job_name(draft.release, stage.name, record.attempt, draft.status.spec_hash or "")
+    name = job_name(draft.release, stage.name, record.attempt, draft.status.run, draft.status.spec_hash or "")
     storage = draft.spec.model.storage
     output = f"{storage.mount_path.rstrip('/')}/{draft.release}/{name}"
     parent = _init_from(draft) if stage.training.init_from == "previous" else None

@@ -1,0 +1,1 @@
+"""The embedded default: an in-process Kubernetes API, controllers and processes for one machine."""
