@@ -30,6 +30,7 @@ def plan(
 ) -> Plan:
     draft = Draft(spec, status, observed, now, release, generation)
     _follow_spec(draft)
+    _recover_from_invalid(draft)
     handle_actions(draft)
     _follow_pause(draft)
     _advance(draft)
@@ -72,6 +73,19 @@ def _follow_spec(draft: Draft) -> None:
         pause_reason=None,
         message="starting",
     )
+
+
+def _recover_from_invalid(draft: Draft) -> None:
+    """The spec is valid again (the runtime never plans an invalid one): carry on where it was."""
+    if draft.status.phase != "Invalid":
+        return
+    records = draft.status.stages
+    if records and all(r.phase == "Succeeded" for r in records) and draft.status.canary is None:
+        draft.set(phase="Released")
+    else:
+        draft.set(phase=stages.active_phase(draft))
+    draft.set(message="the spec is valid again")
+    draft.event("SpecValid", "the spec is valid again")
 
 
 def _drop_active_job(draft: Draft) -> None:

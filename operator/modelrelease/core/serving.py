@@ -79,6 +79,8 @@ def update_conditions(draft: Draft) -> None:
             "JobSucceeded" if ok else "JobFailed",
             f"stage {last.name}: job {last.job_name}" + ("" if ok else f": {last.message}"), now, gen,
         )
+    if any(c.type == "InvalidSpec" for c in conditions):
+        conditions = set_condition(conditions, "InvalidSpec", False, "Valid", "", now, gen)
     if conditions != status.conditions:
         draft.set(conditions=conditions)
 

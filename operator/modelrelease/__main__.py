@@ -1,0 +1,5 @@
+import sys
+
+from modelrelease.cli import main
+
+sys.exit(main())

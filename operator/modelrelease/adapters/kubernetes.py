@@ -1,0 +1,132 @@
+"""The Kubernetes API, narrowed to what the operator does: list by label, create (adopting on 409),
+merge-patch, delete, and patch the status with optimistic concurrency.
+
+Only this module imports the kubernetes client. Objects travel as plain dicts (raw JSON), so the
+rest of the operator never sees client model classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modelrelease import api
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409 on a write with a resourceVersion)."""
+
+
+class Cluster(Protocol):
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_owned(self, kind: str, namespace: str, release: str) -> list[dict[str, Any]]: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
+    def patch_release_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+_PATHS = {
+    "Job": ("/apis/batch/v1", "jobs"),
+    "Pod": ("/api/v1", "pods"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "ModelRelease": (f"/apis/{api.API_VERSION}", api.PLURAL),
+}
+RELEASE_LABEL = "modelrelease.io/release"
+
+
+class KubernetesCluster:
+    """Raw REST calls through the kubernetes client's ApiClient (auth, TLS and retries included)."""
+
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api = api_client or client.ApiClient()
+
+    def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
+              content_type: str = "application/json") -> dict[str, Any]:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        method, url, headers, payload, post = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, header_params=headers, body=payload, post_params=post,
+                                     _request_timeout=30)
+        data = response.read()
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=data)
+        return json.loads(data) if data else {}
+
+    def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        prefix, plural = _PATHS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", self._path("ModelRelease", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_owned(self, kind: str, namespace: str, release: str) -> list[dict[str, Any]]:
+        selector = [("labelSelector", f"{RELEASE_LABEL}={release}")]
+        listing = self._call("GET", self._path(kind, namespace), query=selector)
+        return list(listing.get("items") or [])
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            return self._call("POST", self._path(obj["kind"], meta["namespace"]), body=obj)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Already there (an earlier pass created it before a restart): adopt, never duplicate.
+            return self._call("GET", self._path(obj["kind"], meta["namespace"], meta["name"]))
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", self._path(kind, namespace, name), body=patch,
+                          content_type="application/merge-patch+json")
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            self._call("DELETE", self._path(kind, namespace, name),
+                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_release_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        patch = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return self._call("PATCH", self._path("ModelRelease", namespace, name, "status"), body=patch,
+                              content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"{namespace}/{name} changed since it was read") from exc
+            raise
+
+
+class KubernetesSecretReader:
+    """Reads one key of a Secret (analysis auth); the value never leaves memory."""
+
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.core = client.CoreV1Api(api_client)
+
+    def read(self, namespace: str, name: str, key: str) -> str:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        if key not in (secret.data or {}):
+            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(secret.data[key]).decode()

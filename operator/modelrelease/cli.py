@@ -1,0 +1,59 @@
+"""`modelrelease ...`: run the operator; more subcommands arrive with the embedded default."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelrelease", description="Staged training and canary releases of ML models."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    run.add_argument("--peering", metavar="NAME", help="coordinate with other replicas through this peering object "
+                     "(default: standalone, one operator replica)")
+    run.add_argument("--liveness", metavar="URL", default=None,
+                     help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    run.add_argument("-v", "--verbose", action="store_true")
+    commands.add_parser("crd", help="print the CustomResourceDefinition as YAML")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import modelrelease.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        namespaces=args.namespace or (),
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "crd":
+        import yaml
+
+        from modelrelease.api.crd import build_crd
+
+        yaml.safe_dump(build_crd(), sys.stdout, sort_keys=False, width=100)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

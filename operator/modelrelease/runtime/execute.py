@@ -1,0 +1,51 @@
+"""Carry out a plan's actions against the cluster, each one idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modelrelease.adapters.kubernetes import Cluster
+from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJob, EmitEvent, EnsureService
+from modelrelease.core.naming import deployment_name
+from modelrelease.manifests.job import build_job
+from modelrelease.manifests.serving import build_deployment, build_service, pod_template
+
+EmitFn = Callable[[str, str, str], None]
+
+
+def execute(
+    cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], actions: list[Action], emit: EmitFn
+) -> None:
+    namespace = owner["metadata"]["namespace"]
+    release = owner["metadata"]["name"]
+    for action in actions:
+        if isinstance(action, CreateJob):
+            cluster.create(build_job(spec, owner, action))
+        elif isinstance(action, DeleteJob):
+            cluster.delete("Job", namespace, action.name)
+        elif isinstance(action, ApplyDeployment):
+            _apply_deployment(cluster, spec, owner, action)
+        elif isinstance(action, EnsureService):
+            cluster.create(build_service(spec, owner))
+        elif isinstance(action, EmitEvent):
+            emit(action.type, action.reason, action.message)
+        else:  # pragma: no cover - the Action union is closed
+            raise TypeError(f"unknown action {action!r} for {namespace}/{release}")
+
+
+def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], action: ApplyDeployment) -> None:
+    namespace = owner["metadata"]["namespace"]
+    name = deployment_name(owner["metadata"]["name"], action.track)
+    if action.version is None:
+        # Scaling only. The planner asks for this only when the Deployment was observed.
+        cluster.merge_patch("Deployment", namespace, name, {"spec": {"replicas": action.replicas}})
+        return
+    created = cluster.create(build_deployment(spec, owner, action.track, action.version, action.replicas))
+    wanted_template = pod_template(spec, owner["metadata"]["name"], action.track, action.version)
+    current = created.get("spec") or {}
+    if current.get("replicas") != action.replicas or current.get("template") != wanted_template:
+        # One write for both: a new version and its replica count change together.
+        cluster.merge_patch("Deployment", namespace, name,
+                            {"spec": {"replicas": action.replicas, "template": wanted_template}})

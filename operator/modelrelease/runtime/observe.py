@@ -1,0 +1,81 @@
+"""Read what exists in the cluster for one release and turn it into the planner's Observations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelrelease.core.model import DeploymentObservation, JobObservation
+from modelrelease.manifests.common import ANNOTATION_VERSION_ID, LABEL_TRACK
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = (container.get("state") or {}).get("terminated")
+        if state:
+            return state
+    return None
+
+
+def _result_of(message: str | None) -> dict[str, Any] | None:
+    if not message:
+        return None
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _latest_pod(job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    name = job["metadata"]["name"]
+    own = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == name]
+    return max(own, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+
+
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
+    name = job["metadata"]["name"]
+    pod = _latest_pod(job, pods)
+    terminated = _terminated(pod) if pod else None
+    result = _result_of(terminated.get("message")) if terminated else None
+    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+        return JobObservation(name, "Succeeded", result=result)
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    if failed is None:
+        return JobObservation(name, "Active")
+    parts = [failed.get("reason") or "Failed"]
+    if terminated:
+        if terminated.get("reason") == "OOMKilled":
+            parts.append("OOMKilled: the trainer ran out of memory; raise its memory limit or lower batchSize")
+        elif terminated.get("exitCode") is not None:
+            parts.append(f"exit code {terminated['exitCode']}")
+        if result and result.get("error"):
+            parts.append(str(result["error"]))
+    if failed.get("message"):
+        parts.append(failed["message"])
+    return JobObservation(name, "Failed", result=result, reason=": ".join(parts))
+
+
+def observe_deployment(deployment: dict[str, Any]) -> DeploymentObservation | None:
+    meta = deployment["metadata"]
+    track = (meta.get("labels") or {}).get(LABEL_TRACK)
+    if track not in ("stable", "canary"):
+        return None
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    template_meta = (spec.get("template") or {}).get("metadata") or {}
+    caught_up = status.get("observedGeneration", 0) >= meta.get("generation", 1)
+    ready = min(status.get("updatedReplicas", 0), status.get("readyReplicas", 0)) if caught_up else 0
+    return DeploymentObservation(
+        track=track,
+        version=(template_meta.get("annotations") or {}).get(ANNOTATION_VERSION_ID),
+        replicas=int(spec.get("replicas", 1)),
+        ready=ready,
+    )

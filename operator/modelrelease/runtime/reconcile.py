@@ -1,0 +1,94 @@
+"""One pass for one ModelRelease: observe, plan, execute, and patch the status only if it changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from modelrelease.adapters.kubernetes import Cluster
+from modelrelease.adapters.prometheus import MetricsProvider
+from modelrelease.api import InvalidSpecError, ModelReleaseSpec, ModelReleaseStatus, parse_spec
+from modelrelease.api.base import parse_duration
+from modelrelease.core.conditions import set_condition
+from modelrelease.core.model import Observations
+from modelrelease.core.planner import analysis_due, plan
+from modelrelease.runtime.execute import EmitFn, execute
+from modelrelease.runtime.measure import ReleaseVariables, measure_checks
+from modelrelease.runtime.observe import observe_deployment, observe_job
+
+log = logging.getLogger(__name__)
+ProviderFactory = Callable[[ModelReleaseSpec, str], MetricsProvider]
+
+
+@dataclass(frozen=True)
+class PassResult:
+    requeue_after: float | None
+    status_written: bool
+
+
+def status_wire(status: ModelReleaseStatus) -> dict[str, Any]:
+    # Keep explicit nulls: in a merge patch they delete what the operator no longer knows (e.g. canary).
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus, namespace: str, release: str,
+            providers: ProviderFactory, now: datetime) -> Observations:
+    pods = cluster.list_owned("Pod", namespace, release)
+    jobs = {j["metadata"]["name"]: observe_job(j, pods) for j in cluster.list_owned("Job", namespace, release)}
+    deployments = {}
+    for item in cluster.list_owned("Deployment", namespace, release):
+        seen = observe_deployment(item)
+        if seen is not None:
+            deployments[seen.track] = seen
+    services = cluster.list_owned("Service", namespace, release)
+    measurements = None
+    if analysis_due(spec, status, now) and status.canary is not None:
+        variables = ReleaseVariables(
+            release=release, namespace=namespace, model=spec.model.name, canary_version=status.canary.id,
+            stable_version=status.stable.id if status.stable else None,
+            interval=parse_duration(spec.analysis.interval),
+        )
+        measurements = measure_checks(providers(spec, namespace), spec.analysis, variables)
+    return Observations(jobs=jobs, deployments=deployments, service_exists=bool(services),
+                        measurements=measurements)
+
+
+def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str, name: str, now: datetime,
+                   emit: EmitFn) -> PassResult:
+    obj = cluster.get_release(namespace, name)
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return PassResult(None, False)
+    generation = obj["metadata"].get("generation")
+    current = ModelReleaseStatus.model_validate(obj.get("status") or {})
+    try:
+        spec = parse_spec(obj.get("spec"))
+    except InvalidSpecError as exc:
+        return _reject(cluster, obj, current, exc, now, emit)
+    observed = observe(cluster, spec, current, namespace, name, providers, now)
+    result = plan(spec, current, observed, now, release=name, generation=generation)
+    execute(cluster, spec, obj, result.actions, emit)
+    changed = result.status != current
+    if changed:
+        cluster.patch_release_status(namespace, name, obj["metadata"]["resourceVersion"], status_wire(result.status))
+    return PassResult(result.requeue_after, changed)
+
+
+def _reject(cluster: Cluster, obj: dict[str, Any], current: ModelReleaseStatus, exc: InvalidSpecError,
+            now: datetime, emit: EmitFn) -> PassResult:
+    """A spec that can never work: say why in status and an Event, and touch nothing else."""
+    message = "; ".join(exc.problems)
+    moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    generation = obj["metadata"].get("generation")
+    conditions = set_condition(current.conditions, "InvalidSpec", True, "ValidationFailed", message, moment,
+                               generation)
+    rejected = current.model_copy(update={"phase": "Invalid", "message": message, "conditions": conditions,
+                                          "observed_generation": generation})
+    if rejected == current:
+        return PassResult(None, False)
+    emit("Warning", "InvalidSpec", message)
+    meta = obj["metadata"]
+    cluster.patch_release_status(meta["namespace"], meta["name"], meta["resourceVersion"], status_wire(rejected))
+    return PassResult(None, True)
