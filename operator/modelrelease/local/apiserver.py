@@ -1,0 +1,258 @@
+"""
+An embedded Kubernetes API server: good enough for kopf, the kubernetes client and kubectl.
+
+It serves plain HTTP on 127.0.0.1 without authentication. It runs either on the caller's event
+loop (``async with EmbeddedApiServer() as server``) or on its own loop in a background thread
+(``server.start()`` / ``server.stop()``, or ``with EmbeddedApiServer() as server``), the latter
+for synchronous clients (the kubernetes client, kubectl) and for processes that host it.
+
+Controllers (see :mod:`.controllers`) run as tasks on the same loop as the store.
+"""
+import asyncio
+import concurrent.futures
+import logging
+import pathlib
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+import aiohttp.web
+import yaml
+
+from modelrelease.local.recording import Fault, FaultInjector, RequestLog
+from modelrelease.local.resources import ApiResource, ResourceRegistry
+from modelrelease.local.routing import ApiRequestHandler
+from modelrelease.local.store import ObjectStore
+
+__all__ = ['BackgroundController', 'EmbeddedApiServer']
+
+logger = logging.getLogger(__name__)
+T = TypeVar('T')
+
+
+class BackgroundController(Protocol):
+    """Anything that runs against the store on the server's loop until cancelled."""
+
+    async def run(self, store: ObjectStore) -> None: ...
+
+
+class EmbeddedApiServer:
+
+    def __init__(self, *, host: str = '127.0.0.1', port: int = 0, context_name: str = 'modelrelease-local',
+                 auto_create_namespaces: bool = True, controllers: Iterable[BackgroundController] = (),
+                 request_log_limit: int = 100_000) -> None:
+        self.host = host
+        self._requested_port = port
+        self.context_name = context_name
+        self.registry = ResourceRegistry()
+        self.store = ObjectStore(self.registry, auto_create_namespaces=auto_create_namespaces)
+        self.requests = RequestLog(request_log_limit)
+        self.faults = FaultInjector()
+        self._handler = ApiRequestHandler(self.store, self.registry, self.requests, self.faults)
+        self._controllers: list[BackgroundController] = list(controllers)
+        self._controller_tasks: list[asyncio.Task[None]] = []
+        self._runner: aiohttp.web.ServerRunner | None = None
+        self._port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
+
+    # Addresses.
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError('The embedded API server is not started.')
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f'http://{self.host}:{self.port}'
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError('The embedded API server is not started.')
+        return self._loop
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    # The in-loop lifecycle.
+
+    async def astart(self) -> Self:
+        if self._runner is not None:
+            raise RuntimeError('The embedded API server is already started.')
+        self._loop = asyncio.get_running_loop()
+        server = aiohttp.web.Server(self._handler, handler_cancellation=True, access_log=None)
+        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, self.host, self._requested_port)
+        await site.start()
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._handler.host_port = f'{self.host}:{self._port}'
+        for controller in self._controllers:
+            self._launch(controller)
+        logger.info('The embedded Kubernetes API server is serving at %s', self.url)
+        return self
+
+    async def astop(self) -> None:
+        tasks, self._controller_tasks = self._controller_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            self.store.events.close_all()  # end the watch-streams, or the shutdown waits for them
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.astop()
+
+    def _launch(self, controller: BackgroundController) -> None:
+        task = asyncio.get_running_loop().create_task(controller.run(self.store), name=f'controller {controller!r}')
+        task.add_done_callback(self._report_controller_exit)
+        self._controller_tasks.append(task)
+
+    @staticmethod
+    def _report_controller_exit(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error('A controller has crashed: %s', task.get_name(), exc_info=task.exception())
+
+    def attach(self, controller: BackgroundController) -> None:
+        """Add a controller; it starts now if the server runs, or when the server starts."""
+        self._controllers.append(controller)
+        if self._loop is not None and self._runner is not None:
+            self.call(self._launch, controller)
+
+    # The threaded lifecycle.
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Serve from a background thread with its own event loop; return when it accepts requests."""
+        if self._thread is not None:
+            raise RuntimeError('The embedded API server is already started.')
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._thread_main, args=(started,), daemon=True,
+                                        name='embedded-kube-apiserver')
+        self._thread.start()
+        try:
+            started.result(timeout=timeout)
+        except BaseException:
+            self._thread = None
+            raise
+        return self
+
+    def _thread_main(self, started: concurrent.futures.Future[None]) -> None:
+        async def serve() -> None:
+            self._thread_stop = asyncio.Event()
+            try:
+                await self.astart()
+            except BaseException as exc:
+                started.set_exception(exc)
+                return
+            started.set_result(None)
+            try:
+                await self._thread_stop.wait()
+            finally:
+                await self.astop()
+
+        asyncio.run(serve())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if self._loop is not None and self._thread_stop is not None:
+            self._loop.call_soon_threadsafe(self._thread_stop.set)
+        thread.join(timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # Running code on the server's loop from other threads.
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float = 30.0) -> T:
+        """Run a synchronous function on the server's loop (e.g. a store operation) and return its result."""
+        if self._in_loop_thread():
+            return fn(*args)
+
+        async def wrapper() -> T:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run a coroutine on the server's loop from another thread and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _in_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    # Convenience access to the store (thread-safe).
+
+    def resource(self, api_version: str, plural: str) -> ApiResource:
+        group, _, version = api_version.rpartition('/')
+        resource = self.call(self.registry.get, group, version, plural)
+        if resource is None:
+            raise LookupError(f'Unknown resource: {plural} in {api_version}')
+        return resource
+
+    def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        resource = self.resource(api_version, plural)
+        return self.call(self.store.find, resource, namespace, name)
+
+    def list_objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        resource = self.resource(api_version, plural)
+        return self.call(self.store.list_objects, resource, namespace)
+
+    # Test hooks.
+
+    def fail_next(self, method: str | None = None, path_suffix: str | None = None, *, status: int = 409,
+                  times: int | None = 1, path_contains: str | None = None, path_regex: str | None = None,
+                  reason: str | None = None, message: str | None = None, delay: float = 0.0) -> Fault:
+        """
+        Answer the next ``times`` matching requests with an error ``status`` instead of serving them.
+
+        E.g. ``server.fail_next('PATCH', '/status', status=409)``: the next status patch gets a 409 Conflict.
+        ``times=None`` keeps failing until :meth:`clear_faults`. The returned fault counts its ``hits``.
+        """
+        return self.faults.add(Fault(status=status, method=method, path_suffix=path_suffix, times=times,
+                                     path_contains=path_contains, path_regex=path_regex, reason=reason,
+                                     message=message, delay=delay))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    # Client configuration.
+
+    def kubeconfig(self, namespace: str = 'default') -> dict[str, Any]:
+        name = self.context_name
+        return {
+            'apiVersion': 'v1',
+            'kind': 'Config',
+            'clusters': [{'name': name, 'cluster': {'server': self.url}}],
+            'users': [{'name': name, 'user': {}}],
+            'contexts': [{'name': name, 'context': {'cluster': name, 'user': name, 'namespace': namespace}}],
+            'current-context': name,
+            'preferences': {},
+        }
+
+    def write_kubeconfig(self, path: str | pathlib.Path, namespace: str = 'default') -> pathlib.Path:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False), encoding='utf-8')
+        return path

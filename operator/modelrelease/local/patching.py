@@ -1,0 +1,269 @@
+"""
+The patch formats of the Kubernetes API, applied to plain JSON-like dicts.
+
+* JSON merge patch (RFC 7386): dicts merge recursively, ``null`` deletes a key,
+  everything else (lists included) replaces the old value.
+* JSON patch (RFC 6902): a list of operations, including ``test``.
+* Strategic merge patch: a merge patch that knows which lists of built-in kinds
+  merge by a key (containers by ``name``, conditions by ``type``, …) and obeys
+  the ``$patch``/``$retainKeys``/``$setElementOrder``/``$deleteFromPrimitiveList``
+  directives instead of storing them literally.
+
+All functions return new values and never modify their arguments.
+"""
+import copy
+from typing import Any
+
+__all__ = ['PatchError', 'apply_json_patch', 'apply_merge_patch', 'apply_strategic_merge_patch']
+
+
+class PatchError(Exception):
+    """A patch cannot be applied (a failed ``test``, a missing path, a malformed operation)."""
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result: dict[str, Any] = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+# JSON patch (RFC 6902) and JSON pointers (RFC 6901).
+
+def _parse_pointer(pointer: str) -> list[str]:
+    if pointer == '':
+        return []
+    if not pointer.startswith('/'):
+        raise PatchError(f"Invalid JSON pointer: {pointer!r}")
+    return [part.replace('~1', '/').replace('~0', '~') for part in pointer[1:].split('/')]
+
+
+def _list_index(container: list[Any], token: str, *, for_insert: bool) -> int:
+    if for_insert and token == '-':
+        return len(container)
+    if not token.isdigit() or (token != '0' and token.startswith('0')):
+        raise PatchError(f"Invalid list index: {token!r}")
+    index = int(token)
+    limit = len(container) if for_insert else len(container) - 1
+    if index > limit:
+        raise PatchError(f"List index out of range: {index}")
+    return index
+
+
+def _resolve_parent(doc: Any, parts: list[str]) -> Any:
+    node = doc
+    for token in parts[:-1]:
+        if isinstance(node, dict):
+            if token not in node:
+                raise PatchError(f"Path not found: missing key {token!r}")
+            node = node[token]
+        elif isinstance(node, list):
+            node = node[_list_index(node, token, for_insert=False)]
+        else:
+            raise PatchError(f"Cannot traverse into a scalar at {token!r}")
+    return node
+
+
+def _get(doc: Any, pointer: str) -> Any:
+    parts = _parse_pointer(pointer)
+    if not parts:
+        return doc
+    parent = _resolve_parent(doc, parts)
+    token = parts[-1]
+    if isinstance(parent, dict):
+        if token not in parent:
+            raise PatchError(f"Path not found: {pointer!r}")
+        return parent[token]
+    if isinstance(parent, list):
+        return parent[_list_index(parent, token, for_insert=False)]
+    raise PatchError(f"Path not found: {pointer!r}")
+
+
+def _add(doc: Any, pointer: str, value: Any) -> Any:
+    parts = _parse_pointer(pointer)
+    if not parts:
+        return value
+    parent = _resolve_parent(doc, parts)
+    token = parts[-1]
+    if isinstance(parent, dict):
+        parent[token] = value
+    elif isinstance(parent, list):
+        parent.insert(_list_index(parent, token, for_insert=True), value)
+    else:
+        raise PatchError(f"Cannot add into a scalar at {pointer!r}")
+    return doc
+
+
+def _remove(doc: Any, pointer: str) -> tuple[Any, Any]:
+    parts = _parse_pointer(pointer)
+    if not parts:
+        raise PatchError("Cannot remove the whole document.")
+    parent = _resolve_parent(doc, parts)
+    token = parts[-1]
+    if isinstance(parent, dict):
+        if token not in parent:
+            raise PatchError(f"Path not found: {pointer!r}")
+        return doc, parent.pop(token)
+    if isinstance(parent, list):
+        return doc, parent.pop(_list_index(parent, token, for_insert=False))
+    raise PatchError(f"Path not found: {pointer!r}")
+
+
+def apply_json_patch(target: Any, operations: Any) -> Any:
+    if not isinstance(operations, list):
+        raise PatchError("A JSON patch must be a list of operations.")
+    doc = copy.deepcopy(target)
+    for operation in operations:
+        if not isinstance(operation, dict) or 'op' not in operation or 'path' not in operation:
+            raise PatchError(f"Malformed JSON patch operation: {operation!r}")
+        op, path = operation['op'], operation['path']
+        if op in ('add', 'replace', 'test') and 'value' not in operation:
+            raise PatchError(f"The {op!r} operation requires a value.")
+        if op == 'add':
+            doc = _add(doc, path, copy.deepcopy(operation['value']))
+        elif op == 'remove':
+            doc, _ = _remove(doc, path)
+        elif op == 'replace':
+            doc, _ = _remove(doc, path)
+            doc = _add(doc, path, copy.deepcopy(operation['value']))
+        elif op == 'move':
+            doc, value = _remove(doc, operation.get('from', ''))
+            doc = _add(doc, path, value)
+        elif op == 'copy':
+            doc = _add(doc, path, copy.deepcopy(_get(doc, operation.get('from', ''))))
+        elif op == 'test':
+            actual = _get(doc, path)
+            if actual != operation['value']:
+                raise PatchError(f"Test failed at {path!r}: expected {operation['value']!r}, got {actual!r}")
+        else:
+            raise PatchError(f"Unsupported JSON patch operation: {op!r}")
+    return doc
+
+
+# Strategic merge patch. The schemas of the built-in kinds are not available here, so the merge keys
+# are known by the field names, which are unambiguous across the built-in kinds in practice.
+
+_MERGE_KEYS: dict[str, tuple[str, ...]] = {
+    'containers': ('name',),
+    'initContainers': ('name',),
+    'ephemeralContainers': ('name',),
+    'env': ('name',),
+    'volumes': ('name',),
+    'volumeMounts': ('mountPath',),
+    'volumeDevices': ('devicePath',),
+    'imagePullSecrets': ('name',),
+    'conditions': ('type',),
+    'ownerReferences': ('uid',),
+    'hostAliases': ('ip',),
+    'ports': ('containerPort', 'port'),  # containers use containerPort, services use port
+    'topologySpreadConstraints': ('topologyKey',),
+    'secrets': ('name',),
+}
+_MERGED_PRIMITIVE_LISTS = {'finalizers'}
+_DIRECTIVE = '$patch'
+_RETAIN_KEYS = '$retainKeys'
+_ORDER_PREFIX = '$setElementOrder/'
+_DELETE_PRIMITIVES_PREFIX = '$deleteFromPrimitiveList/'
+
+
+def _strip_directives(value: Any) -> Any:
+    """Remove any leftover directives from a value that is stored as is (e.g. a replaced subtree)."""
+    if isinstance(value, dict):
+        return {
+            key: _strip_directives(item) for key, item in value.items()
+            if key not in (_DIRECTIVE, _RETAIN_KEYS)
+            and not key.startswith((_ORDER_PREFIX, _DELETE_PRIMITIVES_PREFIX))
+        }
+    if isinstance(value, list):
+        return [_strip_directives(item) for item in value if not _is_directive_item(item)]
+    return copy.deepcopy(value)
+
+
+def _is_directive_item(item: Any) -> bool:
+    return isinstance(item, dict) and set(item) == {_DIRECTIVE}
+
+
+def _merge_key_for(field: str, items: list[Any]) -> str | None:
+    for key in _MERGE_KEYS.get(field, ()):
+        if all(isinstance(item, dict) and key in item for item in items if not _is_directive_item(item)):
+            return key
+    return None
+
+
+def _merge_list(field: str, old: Any, new: list[Any]) -> list[Any]:
+    if any(_is_directive_item(item) and item[_DIRECTIVE] == 'replace' for item in new):
+        return _strip_directives([item for item in new if not _is_directive_item(item)])
+    old_list = old if isinstance(old, list) else []
+    if field in _MERGED_PRIMITIVE_LISTS:
+        return copy.deepcopy(old_list) + [item for item in new if item not in old_list]
+    merge_key = _merge_key_for(field, old_list + new)
+    if merge_key is None:
+        return _strip_directives(new)
+    result = copy.deepcopy(old_list)
+    for item in new:
+        if _is_directive_item(item):
+            continue
+        index = next((i for i, old_item in enumerate(result) if old_item.get(merge_key) == item[merge_key]), None)
+        if item.get(_DIRECTIVE) == 'delete':
+            if index is not None:
+                del result[index]
+        elif index is None:
+            result.append(_strip_directives(item))
+        else:
+            result[index] = apply_strategic_merge_patch(result[index], item)
+    return result
+
+
+def _reorder(items: list[Any], order: list[Any], field: str) -> list[Any]:
+    merge_key = _merge_key_for(field, items)
+
+    def position(item: Any) -> int:
+        probe = {merge_key: item.get(merge_key)} if merge_key and isinstance(item, dict) else item
+        return order.index(probe) if probe in order else len(order)
+
+    return sorted(items, key=position)  # stable: unlisted items keep their relative order at the end
+
+
+def apply_strategic_merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return _strip_directives(patch)
+    directive = patch.get(_DIRECTIVE)
+    if directive == 'replace':
+        return _strip_directives(patch)
+    if directive == 'delete':
+        return None
+    result: dict[str, Any] = copy.deepcopy(target) if isinstance(target, dict) else {}
+    orders: dict[str, list[Any]] = {}
+    for key, value in patch.items():
+        if key in (_DIRECTIVE, _RETAIN_KEYS):
+            continue
+        if key.startswith(_ORDER_PREFIX):
+            orders[key[len(_ORDER_PREFIX):]] = value if isinstance(value, list) else []
+        elif key.startswith(_DELETE_PRIMITIVES_PREFIX):
+            field = key[len(_DELETE_PRIMITIVES_PREFIX):]
+            if isinstance(result.get(field), list) and isinstance(value, list):
+                result[field] = [item for item in result[field] if item not in value]
+        elif value is None:
+            result.pop(key, None)
+        elif isinstance(value, list):
+            result[key] = _merge_list(key, result.get(key), value)
+        elif isinstance(value, dict):
+            merged = apply_strategic_merge_patch(result.get(key), value)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+        else:
+            result[key] = copy.deepcopy(value)
+    for field, order in orders.items():
+        if isinstance(result.get(field), list):
+            result[field] = _reorder(result[field], order, field)
+    retained = patch.get(_RETAIN_KEYS)
+    if isinstance(retained, list):
+        result = {key: value for key, value in result.items() if key in retained}
+    return result

@@ -1,0 +1,424 @@
+"""
+The object store of the embedded API server: the Kubernetes write semantics over plain dicts.
+
+All operations are synchronous and run on the server's event loop, so each one is atomic with
+respect to the others (no locks needed). Every committed change gets the next value of a global
+``resourceVersion`` counter and is fanned out to the watchers (see :mod:`.watching`).
+
+Semantics kept: uid/creationTimestamp/generation stamping; generation bumps on changes outside
+metadata and status; optimistic concurrency (409 on a stale resourceVersion); status subresource
+isolation; finalizers and deletionTimestamp; garbage collection by ownerReferences; namespace
+cleanup; dry runs; CRDs (un)registering their resources; no-op writes not bumping anything.
+"""
+import asyncio
+import copy
+import datetime
+import secrets
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from modelrelease.local import admission, errors, patching
+from modelrelease.local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
+from modelrelease.local.selectors import FieldSelector, LabelSelector
+from modelrelease.local.watching import EventLog, StoreEvent, Watcher
+
+__all__ = ['ObjectStore', 'PatchType']
+
+Object = dict[str, Any]
+ObjectKey = tuple[str | None, str]  # (namespace, name)
+
+
+class PatchType:
+    MERGE = 'application/merge-patch+json'
+    JSON = 'application/json-patch+json'
+    STRATEGIC = 'application/strategic-merge-patch+json'
+    APPLY = 'application/apply-patch+yaml'
+
+
+_CRDS: StorageKey = ('apiextensions.k8s.io', 'customresourcedefinitions')
+_NAMESPACES: StorageKey = ('', 'namespaces')
+_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # as the real generateName: no vowels, no look-alikes
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _content(obj: Mapping[str, Any], resource: ApiResource) -> dict[str, Any]:
+    """The part of an object whose changes bump the generation."""
+    # A custom resource without a status subresource counts its status as content, as the real server does.
+    status_is_content = resource.custom and not resource.has_status
+    excluded = {'metadata', 'apiVersion', 'kind'} | (set() if status_is_content else {'status'})
+    return {key: value for key, value in obj.items() if key not in excluded}
+
+
+def _without_rv(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {key: value for key, value in (obj.get('metadata') or {}).items() if key != 'resourceVersion'}
+    return {**obj, 'metadata': meta}
+
+
+class ObjectStore:
+
+    def __init__(self, registry: ResourceRegistry, *, auto_create_namespaces: bool = True,
+                 event_log_size: int = 20000) -> None:
+        self.registry = registry
+        self.auto_create_namespaces = auto_create_namespaces
+        self.events = EventLog(event_log_size)
+        self._objects: dict[StorageKey, dict[ObjectKey, Object]] = {}
+        self._uids: dict[str, tuple[StorageKey, ObjectKey]] = {}
+        for name in ('default', 'kube-system', 'kube-public'):
+            self.create(self._resource(_NAMESPACES), None, {'metadata': {'name': name}})
+
+    # Reading.
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.events.last_rv)
+
+    def _resource(self, storage: StorageKey) -> ApiResource:
+        resource = self.registry.preferred(storage)
+        if resource is None:
+            raise LookupError(f'Unknown resource: {storage}')
+        return resource
+
+    @staticmethod
+    def _key(resource: ApiResource, namespace: str | None, name: str) -> ObjectKey:
+        return (namespace if resource.namespaced else None, name)
+
+    @staticmethod
+    def render(resource: ApiResource, obj: Mapping[str, Any]) -> Object:
+        """A detached copy of a stored object, as served at this resource's version."""
+        rendered = copy.deepcopy(dict(obj))
+        rendered['apiVersion'] = resource.api_version
+        rendered['kind'] = resource.kind
+        return rendered
+
+    def _stored(self, resource: ApiResource, namespace: str | None, name: str) -> Object:
+        obj = self._objects.get(resource.storage, {}).get(self._key(resource, namespace, name))
+        if obj is None:
+            raise errors.not_found(resource, name)
+        return obj
+
+    def get(self, resource: ApiResource, namespace: str | None, name: str) -> Object:
+        return self.render(resource, self._stored(resource, namespace, name))
+
+    def find(self, resource: ApiResource, namespace: str | None, name: str) -> Object | None:
+        obj = self._objects.get(resource.storage, {}).get(self._key(resource, namespace, name))
+        return None if obj is None else self.render(resource, obj)
+
+    def iter_stored(self, resource: ApiResource, namespace: str | None = None,
+                    labels: LabelSelector | None = None,
+                    fields: FieldSelector | None = None) -> Iterator[Object]:
+        """The stored objects themselves (not copies!), for read-only scans within one loop step."""
+        for (obj_namespace, _), obj in self._objects.get(resource.storage, {}).items():
+            if namespace is not None and resource.namespaced and obj_namespace != namespace:
+                continue
+            if labels is not None and not labels.matches(obj):
+                continue
+            if fields is not None and not fields.matches(obj):
+                continue
+            yield obj
+
+    def list_objects(self, resource: ApiResource, namespace: str | None = None,
+             labels: LabelSelector | None = None, fields: FieldSelector | None = None) -> list[Object]:
+        items = [self.render(resource, obj) for obj in self.iter_stored(resource, namespace, labels, fields)]
+        return sorted(items, key=lambda obj: (obj['metadata'].get('namespace') or '', obj['metadata']['name']))
+
+    def watch(self, resource: ApiResource, namespace: str | None = None, *,
+              labels: LabelSelector | None = None, fields: FieldSelector | None = None,
+              since: str | None = None, initial_events_bookmark: bool = False) -> Watcher:
+        """
+        Start a watch-stream; without ``since`` (or with "0"), it begins with ADDED for every object.
+
+        With ``since``, it replays the changes after that resourceVersion (410 Gone if forgotten).
+        """
+        try:
+            since_rv = int(since) if since not in (None, '', '0') else None
+        except ValueError:
+            raise errors.bad_request(f'invalid resourceVersion: {since!r}') from None
+        namespace = namespace if resource.namespaced else None
+        initial = None if since_rv is not None else list(self.iter_stored(resource, namespace, labels, fields))
+        bookmark = None
+        if initial_events_bookmark:
+            bookmark = {'kind': resource.kind, 'apiVersion': resource.api_version, 'metadata': {
+                'resourceVersion': self.resource_version,
+                'annotations': {'k8s.io/initial-events-end': 'true'},
+            }}
+        return Watcher(
+            self.events, resource.storage, namespace, initial=initial, since=since_rv, initial_bookmark=bookmark,
+            matches=lambda obj: (labels is None or labels.matches(obj)) and (fields is None or fields.matches(obj)),
+            render=lambda obj: self.render(resource, obj),
+        )
+
+    # Writing.
+
+    def create(self, resource: ApiResource, namespace: str | None, body: Any, *, dry_run: bool = False) -> Object:
+        if not isinstance(body, dict):
+            raise errors.bad_request('the request body must be a JSON object')
+        obj = copy.deepcopy(body)
+        self._check_type(resource, obj)
+        meta = obj.setdefault('metadata', {})
+        if not isinstance(meta, dict):
+            raise errors.bad_request('metadata must be an object')
+        if resource.namespaced:
+            if namespace and meta.get('namespace') and meta['namespace'] != namespace:
+                raise errors.bad_request('the namespace of the provided object does not match the namespace'
+                                         ' sent on the request')
+            namespace = namespace or meta.get('namespace')
+            if not namespace:
+                raise errors.bad_request('a namespace is required for a namespaced resource')
+            meta['namespace'] = namespace
+        else:
+            meta.pop('namespace', None)
+            namespace = None
+        if not meta.get('name'):
+            if not meta.get('generateName'):
+                raise errors.invalid(resource, None, 'metadata.name: Required value: name or generateName is required')
+            meta['name'] = meta['generateName'] + ''.join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        name = meta['name']
+        admission.validate_name(resource, name)
+        key = self._key(resource, namespace, name)
+        if key in self._objects.get(resource.storage, {}):
+            raise errors.already_exists(resource, name)
+        if namespace is not None:
+            self._ensure_namespace(namespace, dry_run=dry_run)
+
+        now = _now()
+        for transient in ('deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'resourceVersion'):
+            meta.pop(transient, None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, generation=1)
+        if resource.has_status:
+            obj.pop('status', None)  # as the real create strategies do: status is the controllers' business
+        admission.admit_create(resource, obj, now)
+        obj['apiVersion'], obj['kind'] = resource.api_version, resource.kind
+        if dry_run:
+            return self.render(resource, obj)
+        return self._commit(resource, key, None, obj)
+
+    def replace(self, resource: ApiResource, namespace: str | None, name: str, body: Any, *,
+                subresource: str | None = None, dry_run: bool = False) -> Object:
+        if not isinstance(body, dict):
+            raise errors.bad_request('the request body must be a JSON object')
+        self._check_type(resource, body)
+        body_name = (body.get('metadata') or {}).get('name')
+        if body_name and body_name != name:
+            raise errors.bad_request(f'the name of the object ({body_name}) does not match'
+                                     f' the name on the URL ({name})')
+        old = self._stored(resource, namespace, name)
+        return self._update(resource, old, copy.deepcopy(body), subresource=subresource, dry_run=dry_run)
+
+    def patch(self, resource: ApiResource, namespace: str | None, name: str, patch_type: str, patch: Any, *,
+              subresource: str | None = None, dry_run: bool = False) -> Object:
+        key = self._key(resource, namespace, name)
+        old = self._objects.get(resource.storage, {}).get(key)
+        if old is None and patch_type == PatchType.APPLY and subresource is None:
+            body = dict(patch or {}, metadata={**((patch or {}).get('metadata') or {}), 'name': name})
+            return self.create(resource, namespace, body, dry_run=dry_run)
+        if old is None:
+            raise errors.not_found(resource, name)
+        if patch_type == PatchType.STRATEGIC and resource.custom:
+            raise errors.ApiError(415, 'UnsupportedMediaType',
+                                  'strategic merge patch is not supported for custom resources', None)
+        current = self.render(resource, old)
+        try:
+            if patch_type in (PatchType.MERGE, PatchType.APPLY):
+                if not isinstance(patch, dict):
+                    raise errors.bad_request('a merge patch must be a JSON object')
+                new = patching.apply_merge_patch(current, patch)
+            elif patch_type == PatchType.STRATEGIC:
+                if not isinstance(patch, dict):
+                    raise errors.bad_request('a strategic merge patch must be a JSON object')
+                new = patching.apply_strategic_merge_patch(current, patch)
+            elif patch_type == PatchType.JSON:
+                new = patching.apply_json_patch(current, patch)
+            else:
+                raise errors.ApiError(415, 'UnsupportedMediaType', f'unsupported patch type: {patch_type}', None)
+        except patching.PatchError as exc:
+            raise errors.ApiError(422, 'Invalid', f'the server rejected our request due to an error in our'
+                                  f' request: {exc}', None) from None
+        if not isinstance(new, dict):
+            raise errors.bad_request('the patch does not produce an object')
+        return self._update(resource, old, new, subresource=subresource, dry_run=dry_run)
+
+    def _update(self, resource: ApiResource, old: Object, candidate: Object, *,
+                subresource: str | None, dry_run: bool) -> Object:
+        name = old['metadata']['name']
+        meta = candidate.get('metadata')
+        if not isinstance(meta, dict):
+            meta = candidate['metadata'] = {}
+        expected_rv = meta.get('resourceVersion')
+        if expected_rv and str(expected_rv) != old['metadata']['resourceVersion']:
+            raise errors.conflict(resource, name)
+        if subresource == 'status':
+            new = copy.deepcopy(old)
+            if 'status' in candidate:
+                new['status'] = candidate['status']
+            else:
+                new.pop('status', None)
+        elif subresource is not None:
+            raise errors.ApiError(404, 'NotFound', f'the server could not find the requested resource'
+                                  f' ({subresource} subresource)', None)
+        else:
+            new = candidate
+            if resource.has_status:
+                new.pop('status', None)
+                if 'status' in old:
+                    new['status'] = copy.deepcopy(old['status'])
+            new_meta = new['metadata']
+            for immutable in ('uid', 'creationTimestamp', 'namespace', 'name', 'deletionTimestamp',
+                              'deletionGracePeriodSeconds', 'generation'):
+                new_meta.pop(immutable, None)
+                if immutable in old['metadata']:
+                    new_meta[immutable] = old['metadata'][immutable]
+            new_meta.pop('managedFields', None)
+            if old['metadata'].get('deletionTimestamp'):
+                added = set(new_meta.get('finalizers') or []) - set(old['metadata'].get('finalizers') or [])
+                if added:
+                    raise errors.forbidden_change(resource, name, 'no new finalizers can be added if the object'
+                                                  ' is being deleted')
+        new['apiVersion'], new['kind'] = resource.api_version, resource.kind
+        new['metadata']['resourceVersion'] = old['metadata']['resourceVersion']
+        if _content(new, resource) != _content(old, resource):
+            new['metadata']['generation'] = int(old['metadata'].get('generation') or 0) + 1
+        admission.admit_update(resource, old, new, _now())
+        if _without_rv(new) == _without_rv(old):
+            return self.render(resource, old)  # a no-op write: no new resourceVersion, no watch event
+        if dry_run:
+            return self.render(resource, new)
+        return self._commit(resource, self._key(resource, old['metadata'].get('namespace'), name), old, new)
+
+    def delete(self, resource: ApiResource, namespace: str | None, name: str,
+               options: Mapping[str, Any] | None = None, *, dry_run: bool = False) -> Object:
+        options = options or {}
+        old = self._stored(resource, namespace, name)
+        meta = old['metadata']
+        preconditions = options.get('preconditions') or {}
+        if preconditions.get('uid') and preconditions['uid'] != meta['uid']:
+            raise errors.conflict(resource, name, 'Precondition failed: UID in precondition does not match')
+        if preconditions.get('resourceVersion') and preconditions['resourceVersion'] != meta['resourceVersion']:
+            raise errors.conflict(resource, name, 'Precondition failed: resourceVersion does not match')
+        policy = options.get('propagationPolicy') or ('Orphan' if options.get('orphanDependents') else 'Background')
+        key = self._key(resource, meta.get('namespace'), name)
+        if dry_run:
+            return self.render(resource, old)
+        if policy == 'Foreground':
+            self._collect_dependents(meta['uid'], orphan=False)
+        if meta.get('finalizers'):
+            if meta.get('deletionTimestamp'):
+                return self.render(resource, old)
+            new = copy.deepcopy(old)
+            new['metadata'].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+            return self._commit(resource, key, old, new)
+        result = self._commit(resource, key, old, old, deleting=True)
+        self._after_delete(resource, result, orphan=(policy == 'Orphan'))
+        return result
+
+    def delete_collection(self, resource: ApiResource, namespace: str | None, labels: LabelSelector | None,
+                          fields: FieldSelector | None, options: Mapping[str, Any] | None = None, *,
+                          dry_run: bool = False) -> list[Object]:
+        victims = [(obj['metadata'].get('namespace'), obj['metadata']['name'])
+                   for obj in self.iter_stored(resource, namespace, labels, fields)]
+        return [self.delete(resource, ns, name, options, dry_run=dry_run) for ns, name in victims]
+
+    # Internals.
+
+    def _check_type(self, resource: ApiResource, body: Mapping[str, Any]) -> None:
+        kind, api_version = body.get('kind'), str(body.get('apiVersion') or '')
+        if kind and kind != resource.kind:
+            raise errors.bad_request(f'the kind {kind!r} does not match the resource {resource}')
+        other_version = api_version and api_version != resource.api_version
+        if other_version and not self.registry.by_kind(api_version, resource.kind):
+            raise errors.bad_request(f'the apiVersion {api_version!r} does not match the resource {resource}')
+
+    def _ensure_namespace(self, namespace: str, *, dry_run: bool) -> None:
+        namespaces = self._resource(_NAMESPACES)
+        if (None, namespace) in self._objects.get(_NAMESPACES, {}):
+            return
+        if not self.auto_create_namespaces:
+            raise errors.not_found(namespaces, namespace)
+        if not dry_run:
+            self.create(namespaces, None, {'metadata': {'name': namespace}})
+
+    def _commit(self, resource: ApiResource, key: ObjectKey, old: Object | None, new: Object, *,
+                deleting: bool = False) -> Object:
+        meta = new['metadata']
+        # Removing the last finalizer of an object being deleted deletes it in the same write.
+        finalized = not deleting and bool(meta.get('deletionTimestamp')) and not meta.get('finalizers')
+        deleting = deleting or finalized
+        rv = self.events.next_rv()
+        new = copy.deepcopy(new) if new is old else new
+        new['metadata']['resourceVersion'] = str(rv)
+        bucket = self._objects.setdefault(resource.storage, {})
+        if deleting:
+            bucket.pop(key, None)
+            self._uids.pop(meta['uid'], None)
+            event_type = 'DELETED'
+        else:
+            bucket[key] = new
+            self._uids[meta['uid']] = (resource.storage, key)
+            event_type = 'ADDED' if old is None else 'MODIFIED'
+        if resource.storage == _CRDS:
+            self._sync_crd(new, removed=deleting)
+        self.events.publish(StoreEvent(event_type, resource.storage, key[0], new, old, rv))
+        if finalized:
+            self._after_delete(resource, new, orphan=False)
+        return self.render(resource, new)
+
+    def _after_delete(self, resource: ApiResource, obj: Object, *, orphan: bool) -> None:
+        uid = obj['metadata']['uid']
+        if resource.storage == _NAMESPACES:
+            self._empty_namespace(obj['metadata']['name'])
+        self._schedule(lambda: self._collect_dependents(uid, orphan=orphan))
+
+    def _sync_crd(self, crd: Object, *, removed: bool) -> None:
+        crd_name = crd['metadata']['name']
+        old_storages = {res.storage for res in self.registry if res.crd_name == crd_name}
+        if removed:
+            self.registry.remove_crd(crd_name)
+            for storage in old_storages:  # the real server deletes all custom objects with their CRD
+                for (namespace, name) in list(self._objects.get(storage, {})):
+                    self._force_remove(storage, namespace, name)
+        else:
+            self.registry.replace_crd(crd_name, resources_from_crd(crd))
+
+    def _force_remove(self, storage: StorageKey, namespace: str | None, name: str) -> None:
+        obj = self._objects.get(storage, {}).pop((namespace, name), None)
+        if obj is not None:
+            self._uids.pop(obj['metadata']['uid'], None)
+            self.events.publish(StoreEvent('DELETED', storage, namespace, obj, obj, self.events.next_rv()))
+
+    def _empty_namespace(self, namespace: str) -> None:
+        for storage, bucket in list(self._objects.items()):
+            resource = self.registry.preferred(storage)
+            for (obj_namespace, name) in list(bucket):
+                if resource is not None and obj_namespace == namespace and (obj_namespace, name) in bucket:
+                    self.delete(resource, namespace, name)
+
+    def _collect_dependents(self, owner_uid: str, *, orphan: bool) -> None:
+        """The garbage collector: delete (or orphan) the objects whose owners are all gone."""
+        for storage, bucket in list(self._objects.items()):
+            resource = self.registry.preferred(storage)
+            if resource is None:
+                continue
+            for key, obj in list(bucket.items()):
+                refs = obj['metadata'].get('ownerReferences') or []
+                if not any(ref.get('uid') == owner_uid for ref in refs):
+                    continue
+                remaining = [ref for ref in refs if ref.get('uid') != owner_uid and ref.get('uid') in self._uids]
+                if remaining or orphan:
+                    new = copy.deepcopy(obj)
+                    new['metadata']['ownerReferences'] = [ref for ref in refs if ref.get('uid') != owner_uid]
+                    if not new['metadata']['ownerReferences']:
+                        del new['metadata']['ownerReferences']
+                    self._commit(resource, key, obj, new)
+                elif key in bucket:
+                    self.delete(resource, key[0], key[1])
+
+    @staticmethod
+    def _schedule(callback: Any) -> None:
+        # Dependents are collected after the owner's deletion is answered, as the real GC does.
+        try:
+            asyncio.get_running_loop().call_soon(callback)
+        except RuntimeError:
+            callback()

@@ -1,0 +1,144 @@
+"""
+Change notification for the object store: the resourceVersion counter, a bounded log of recent
+changes (so that watches can resume from a resourceVersion, or get "410 Gone" when it is too old),
+and live subscriptions that turn store changes into watch events for one filtered view.
+"""
+import asyncio
+import collections
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from modelrelease.local import errors
+from modelrelease.local.resources import StorageKey
+
+__all__ = ['EventLog', 'StoreEvent', 'Watcher']
+
+Object = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreEvent:
+    type: str  # ADDED, MODIFIED, DELETED
+    storage: StorageKey
+    namespace: str | None
+    object: Object  # the new state (or the last state for DELETED); never mutated after the commit
+    old: Object | None
+    rv: int
+
+
+class _Subscription:
+    def __init__(self, storage: StorageKey | None, namespace: str | None) -> None:
+        self.storage = storage
+        self.namespace = namespace
+        self.queue: asyncio.Queue[StoreEvent | None] = asyncio.Queue()
+
+    def accepts(self, event: StoreEvent) -> bool:
+        return ((self.storage is None or event.storage == self.storage) and
+                (self.namespace is None or event.namespace == self.namespace))
+
+
+class EventLog:
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._rv = 0
+        self._compacted_rv = 0  # the newest resourceVersion that is no longer replayable
+        self._log: collections.deque[StoreEvent] = collections.deque()
+        self._subscriptions: set[_Subscription] = set()
+
+    @property
+    def last_rv(self) -> int:
+        return self._rv
+
+    def next_rv(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    def publish(self, event: StoreEvent) -> None:
+        self._log.append(event)
+        while len(self._log) > self._size:
+            self._compacted_rv = self._log.popleft().rv
+        for subscription in list(self._subscriptions):
+            if subscription.accepts(event):
+                subscription.queue.put_nowait(event)
+
+    def subscribe(self, storage: StorageKey | None, namespace: str | None) -> _Subscription:
+        subscription = _Subscription(storage, namespace)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: _Subscription) -> None:
+        self._subscriptions.discard(subscription)
+        subscription.queue.put_nowait(None)
+
+    def replay(self, since: int, subscription: _Subscription) -> list[StoreEvent]:
+        if since < self._compacted_rv:
+            raise errors.gone(f'too old resource version: {since} ({self._compacted_rv + 1})')
+        return [event for event in self._log if event.rv > since and subscription.accepts(event)]
+
+    def close_all(self) -> None:
+        """End all watches (on server shutdown)."""
+        for subscription in list(self._subscriptions):
+            self.unsubscribe(subscription)
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._subscriptions)
+
+
+class Watcher:
+    """
+    One watch-stream: the initial events (if any), then the live ones, as (type, object) pairs.
+
+    Everything that decides what the stream contains (the subscription, the initial listing,
+    the replayed changes) is computed at construction, in one synchronous step of the loop,
+    so that no change can fall between the initial state and the live events.
+    """
+
+    def __init__(self, log: EventLog, storage: StorageKey, namespace: str | None, *,
+                 initial: list[Object] | None, since: int | None,
+                 matches: Callable[[Object], bool], render: Callable[[Object], Object],
+                 initial_bookmark: Object | None = None) -> None:
+        self._log = log
+        self._matches = matches
+        self._render = render
+        self._subscription = log.subscribe(storage, namespace)
+        self._pending: collections.deque[tuple[str, Object]] = collections.deque()
+        try:
+            if initial is not None:
+                self._pending.extend(('ADDED', obj) for obj in initial)
+            if since is not None:
+                for event in log.replay(since, self._subscription):
+                    self._add_translated(event)
+        except Exception:
+            self.close()
+            raise
+        if initial_bookmark is not None:
+            self._pending.append(('BOOKMARK', initial_bookmark))
+
+    def _add_translated(self, event: StoreEvent) -> None:
+        # A filtered watch sees objects entering and leaving its view as additions and deletions.
+        if event.type == 'MODIFIED':
+            now = self._matches(event.object)
+            before = event.old is not None and self._matches(event.old)
+            kind = 'MODIFIED' if now and before else 'ADDED' if now else 'DELETED' if before else None
+        else:
+            kind = event.type if self._matches(event.object) else None
+        if kind is not None:
+            self._pending.append((kind, event.object))
+
+    def __aiter__(self) -> 'Watcher':
+        return self
+
+    async def __anext__(self) -> tuple[str, Object]:
+        while not self._pending:
+            event = await self._subscription.queue.get()
+            if event is None:
+                raise StopAsyncIteration
+            self._add_translated(event)
+        kind, obj = self._pending.popleft()
+        return kind, (obj if kind == 'BOOKMARK' else self._render(obj))
+
+    def close(self) -> None:
+        self._log.unsubscribe(self._subscription)
