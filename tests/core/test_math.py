@@ -153,3 +153,11 @@ def test_tally(verdicts, limits, last):
 def test_errors_never_count_as_success():
     record, _ = _run("EEE", consecutiveErrorLimit=10)
     assert record.successes == 0 and not record.last_run_passed and record.consecutive_errors == 3
+
+
+def test_relative_bounds_are_skipped_when_stable_serves_nothing():
+    check = _check(query=Q, max=1.0, maxRatio=1.2)
+    at_full_weight = judge(check, Measurement("c", canary=0.5, stable=None), 0, stable_serving=False)
+    assert at_full_weight.verdict == "Pass" and "relative bounds skipped" in at_full_weight.reason
+    assert judge(check, Measurement("c", canary=5.0, stable=None), 0, stable_serving=False).verdict == "Fail"
+    assert judge(check, Measurement("c", canary=0.5, stable=None), 0).verdict == "Inconclusive"

@@ -364,3 +364,18 @@ def test_restarted_planner_resumes_from_status_alone():
     resumed.run_until({"Released"})
     assert len(resumed.created_jobs) == len(reference.created_jobs) == 3
     assert [v.stage for v in resumed.status.history] == [v.stage for v in reference.status.history]
+
+
+def test_weight_100_step_promotes_although_stable_has_no_traffic_to_compare():
+    world = World.of()
+    world.run_until({"Progressing"})
+    for _ in range(200):
+        if world.status.canary_weight == 100:
+            world.metrics = {k: Measurement(k, canary=m.canary, stable=None, samples=100) for k, m in world.metrics.items()}
+        world.finish_jobs()
+        world.step()
+        world.settle()
+        if world.status.phase in ("Released", "Paused"):
+            break
+        world.wait(15)
+    assert world.status.phase == "Released"

@@ -71,7 +71,11 @@ def _usable(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def judge(check: AnalysisCheck, measured: Measurement, min_sample_count: int) -> CheckRecord:
+def judge(
+    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool = True
+) -> CheckRecord:
+    """Judge one check. ``stable_serving`` is False at weight 100, when the stable track has no pods:
+    relative bounds then have nothing to compare with and are skipped (absolute bounds still apply)."""
     bounds = bounds_of(check)
     record = dict(name=check.name, bound=bounds.describe(), value=measured.canary, stable_value=measured.stable)
     if measured.error:
@@ -91,7 +95,7 @@ def judge(check: AnalysisCheck, measured: Measurement, min_sample_count: int) ->
         broken.append(f"{value:g} < {bounds.min:g}")
     if bounds.max is not None and value > bounds.max:
         broken.append(f"{value:g} > {bounds.max:g}")
-    if bounds.relative:
+    if bounds.relative and stable_serving:
         if not _usable(measured.stable):
             return CheckRecord(verdict="Inconclusive", reason="no data for stable to compare with", **record)
         stable = float(measured.stable)  # type: ignore[arg-type]
@@ -102,6 +106,9 @@ def judge(check: AnalysisCheck, measured: Measurement, min_sample_count: int) ->
             broken.append(f"canary/stable {ratio:.3g} > {bounds.max_ratio:g}")
     if broken:
         return CheckRecord(verdict="Fail", reason="; ".join(broken), **record)
+    if bounds.relative and not stable_serving:
+        return CheckRecord(verdict="Pass", reason="within bounds; relative bounds skipped: stable serves no traffic",
+                           **record)
     return CheckRecord(verdict="Pass", reason="within bounds", **record)
 
 

@@ -130,8 +130,9 @@ def _judge_analysis(draft: Draft) -> bool:
     """Count this pass's analysis run; False when it ended the progression (rollback or pause)."""
     spec = draft.spec.analysis
     checks = {c.name: c for c in spec.checks}
+    stable_serving = draft.status.canary_weight < 100
     results = [
-        analysis.judge(checks[m.check], m, spec.min_sample_count)
+        analysis.judge(checks[m.check], m, spec.min_sample_count, stable_serving)
         for m in draft.observed.measurements or ()
         if m.check in checks
     ]
