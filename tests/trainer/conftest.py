@@ -1,0 +1,29 @@
+"""Session fixtures: train each stage once (real TensorFlow on CPU) and reuse the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import DIGITS_30, DIGITS_60, FAST, Run, train
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("trainer")
+
+
+@pytest.fixture(scope="session")
+def stage1(workdir: Path) -> Run:
+    run = train(workdir, "warmup", "--data", DIGITS_30, "--optimizer", "adam", *FAST)
+    assert run.exit_code == 0, run.result
+    return run
+
+
+@pytest.fixture(scope="session")
+def stage2(workdir: Path, stage1: Run) -> Run:
+    run = train(workdir, "grow", "--data", DIGITS_60, "--init-from", str(stage1.output), "--optimizer", "adamw",
+                "--weight-decay", "0.0001", *FAST)
+    assert run.exit_code == 0, run.result
+    return run
