@@ -41,12 +41,13 @@ class EmbeddedApiServer:
 
     def __init__(self, *, host: str = '127.0.0.1', port: int = 0, context_name: str = 'modelrelease-local',
                  auto_create_namespaces: bool = True, controllers: Iterable[BackgroundController] = (),
-                 request_log_limit: int = 100_000) -> None:
+                 request_log_limit: int = 100_000, event_log_size: int = 20_000) -> None:
         self.host = host
         self._requested_port = port
         self.context_name = context_name
         self.registry = ResourceRegistry()
-        self.store = ObjectStore(self.registry, auto_create_namespaces=auto_create_namespaces)
+        self.store = ObjectStore(self.registry, auto_create_namespaces=auto_create_namespaces,
+                                 event_log_size=event_log_size)
         self.requests = RequestLog(request_log_limit)
         self.faults = FaultInjector()
         self._handler = ApiRequestHandler(self.store, self.registry, self.requests, self.faults)

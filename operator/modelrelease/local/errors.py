@@ -88,10 +88,10 @@ def not_acceptable(message: str) -> ApiError:
     return ApiError(406, 'NotAcceptable', message, None)
 
 
-def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, 'UnsupportedMediaType', f'the body of the request was in an unknown format'
-                    f' - accepted media types include: application/json, application/yaml'
-                    f' (got {content_type!r})', None)
+def unsupported_media_type(content_type: str, why: str | None = None) -> ApiError:
+    return ApiError(415, 'UnsupportedMediaType', why or (
+        f'the body of the request was in an unknown format - accepted media types include:'
+        f' application/json, application/yaml (got {content_type!r})'), None)
 
 
 def gone(message: str) -> ApiError:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp.web
 import yaml
 
-from modelrelease.local import errors, tables
+from modelrelease.local import errors, protobuf, tables
 from modelrelease.local.recording import FaultInjector, RequestLog, RequestRecord
 from modelrelease.local.resources import ApiResource, ResourceRegistry
 from modelrelease.local.selectors import FieldSelector, LabelSelector, SelectorError
@@ -70,7 +70,8 @@ class ApiRequestHandler:
         query = {key: request.query.getone(key) for key in request.query}
         content_type = request.headers.get('Content-Type')
         body: Any = None
-        record_base: dict[str, Any] = dict(method=request.method, path=request.path, query=query, content_type=content_type)
+        record_base: dict[str, Any] = dict(method=request.method, path=request.path, query=query,
+                                           content_type=content_type)
         injected = False
         try:
             body = self._decode(raw, content_type)
@@ -100,6 +101,10 @@ class ApiRequestHandler:
                 return json.loads(raw)
             if media in _YAML_TYPES:
                 return yaml.safe_load(raw)
+            if media == 'application/vnd.kubernetes.protobuf':
+                return protobuf.decode_object(raw)
+        except protobuf.ProtobufError as exc:
+            raise errors.unsupported_media_type(media, str(exc)) from None
         except (ValueError, yaml.YAMLError) as exc:
             raise errors.bad_request(f'the request body cannot be decoded: {exc}') from None
         raise errors.unsupported_media_type(media)
@@ -168,6 +173,8 @@ class ApiRequestHandler:
         if method == 'GET' and name is None:
             items = self.store.list_objects(resource, namespace, labels, fields)
             return self._objects_response(request, query, resource, items, as_list=True)
+        if method == 'GET' and name is not None and route.subresource == 'scale':
+            return _json(self.store.scale_of(resource, self.store.get(resource, namespace, name)))
         if method == 'GET' and name is not None:
             return self._objects_response(request, query, resource, [self.store.get(resource, namespace, name)])
         if method == 'POST' and name is None:

@@ -200,6 +200,8 @@ class ObjectStore:
                 subresource: str | None = None, dry_run: bool = False) -> Object:
         if not isinstance(body, dict):
             raise errors.bad_request('the request body must be a JSON object')
+        if subresource == 'scale':
+            return self._write_scale(resource, self._stored(resource, namespace, name), body, dry_run=dry_run)
         self._check_type(resource, body)
         body_name = (body.get('metadata') or {}).get('name')
         if body_name and body_name != name:
@@ -220,7 +222,7 @@ class ObjectStore:
         if patch_type == PatchType.STRATEGIC and resource.custom:
             raise errors.ApiError(415, 'UnsupportedMediaType',
                                   'strategic merge patch is not supported for custom resources', None)
-        current = self.render(resource, old)
+        current = self.scale_of(resource, old) if subresource == 'scale' else self.render(resource, old)
         try:
             if patch_type in (PatchType.MERGE, PatchType.APPLY):
                 if not isinstance(patch, dict):
@@ -239,7 +241,32 @@ class ObjectStore:
                                   f' request: {exc}', None) from None
         if not isinstance(new, dict):
             raise errors.bad_request('the patch does not produce an object')
+        if subresource == 'scale':
+            return self._write_scale(resource, old, new, dry_run=dry_run)
         return self._update(resource, old, new, subresource=subresource, dry_run=dry_run)
+
+    @staticmethod
+    def scale_of(resource: ApiResource, obj: Mapping[str, Any]) -> Object:
+        """The ``autoscaling/v1 Scale`` view of an object (the ``/scale`` subresource)."""
+        meta = obj['metadata']
+        selector = ((obj.get('spec') or {}).get('selector') or {}).get('matchLabels') or {}
+        return {
+            'apiVersion': 'autoscaling/v1', 'kind': 'Scale',
+            'metadata': {key: meta[key] for key in ('name', 'namespace', 'uid', 'resourceVersion', 'creationTimestamp')
+                         if key in meta},
+            'spec': {'replicas': (obj.get('spec') or {}).get('replicas', 0)},
+            'status': {'replicas': (obj.get('status') or {}).get('replicas', 0),
+                       'selector': ','.join(f'{key}={value}' for key, value in selector.items())},
+        }
+
+    def _write_scale(self, resource: ApiResource, old: Object, scale: Mapping[str, Any], *, dry_run: bool) -> Object:
+        replicas = (scale.get('spec') or {}).get('replicas')
+        if not isinstance(replicas, int) or replicas < 0:
+            raise errors.invalid(resource, old['metadata']['name'], 'spec.replicas: a non-negative integer is required')
+        candidate = self.render(resource, old)
+        candidate['spec'] = {**(candidate.get('spec') or {}), 'replicas': replicas}
+        candidate['metadata']['resourceVersion'] = (scale.get('metadata') or {}).get('resourceVersion')
+        return self.scale_of(resource, self._update(resource, old, candidate, subresource=None, dry_run=dry_run))
 
     def _update(self, resource: ApiResource, old: Object, candidate: Object, *,
                 subresource: str | None, dry_run: bool) -> Object:

@@ -1,0 +1,89 @@
+"""kubectl against the embedded API server (plain HTTP, no auth, no OpenAPI: --validate=false)."""
+import pathlib
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from modelrelease.local.apiserver import EmbeddedApiServer
+from tests.local.conftest import WIDGETS_CRD, deployment_body, wait_for
+
+KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def kubectl(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Kubectl:
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([KUBECTL, '--kubeconfig', str(kubeconfig), '--cache-dir', str(tmp_path / 'cache'),
+                                 *args], capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            pytest.fail(f'kubectl {" ".join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
+        return result
+    return run
+
+
+def test_custom_resource_lifecycle(kubectl: Kubectl, tmp_path: pathlib.Path) -> None:
+    crd_file = tmp_path / 'crd.yaml'
+    crd_file.write_text(yaml.safe_dump(WIDGETS_CRD))
+    widget_file = tmp_path / 'widget.yaml'
+    widget_file.write_text(yaml.safe_dump({
+        'apiVersion': 'example.com/v1', 'kind': 'Widget',
+        'metadata': {'name': 'w1', 'namespace': 'default', 'labels': {'team': 'ml'}}, 'spec': {'size': 3},
+    }))
+
+    assert 'created' in kubectl('apply', '--validate=false', '-f', str(crd_file)).stdout
+    kubectl('wait', '--for=condition=Established', 'crd/widgets.example.com', '--timeout=30s')
+    assert 'widget.example.com/w1 created' in kubectl('apply', '--validate=false', '-f', str(widget_file)).stdout
+
+    table = kubectl('get', 'wd').stdout.splitlines()
+    assert table[0].split() == ['NAME', 'SIZE', 'PHASE', 'AGE']
+    assert table[1].split()[:2] == ['w1', '3']
+
+    kubectl('patch', 'wd', 'w1', '--type=merge', '-p', '{"spec": {"size": 5}}')
+    fetched = yaml.safe_load(kubectl('get', 'widget', 'w1', '-o', 'yaml').stdout)
+    assert fetched['spec'] == {'size': 5}
+    assert fetched['kind'] == 'Widget' and fetched['metadata']['generation'] == 2
+
+    # A re-apply computes a patch against the last-applied configuration.
+    assert 'configured' in kubectl('apply', '--validate=false', '-f', str(widget_file)).stdout
+    assert yaml.safe_load(kubectl('get', 'widgets.example.com', 'w1', '-o', 'yaml').stdout)['spec'] == {'size': 3}
+
+    described = kubectl('describe', 'wd', 'w1').stdout
+    assert 'Name:         w1' in described and 'team=ml' in described and 'Size:  3' in described
+
+    listed = kubectl('get', 'wd', '-A', '-l', 'team=ml', '-o', 'name').stdout.split()
+    assert listed == ['widget.example.com/w1']
+
+    assert 'deleted' in kubectl('delete', 'wd', 'w1').stdout
+    assert 'No resources found' in kubectl('get', 'wd').stderr
+
+
+def test_builtin_kinds(kubectl: Kubectl, server: EmbeddedApiServer, tmp_path: pathlib.Path) -> None:
+    manifest = tmp_path / 'deployment.yaml'
+    manifest.write_text(yaml.safe_dump(deployment_body('srv', replicas=2)))
+    kubectl('apply', '--validate=false', '-n', 'ml', '-f', str(manifest))
+    def ready_replicas() -> str:
+        return str(kubectl('get', 'deploy', 'srv', '-n', 'ml', '-o', 'jsonpath={.status.readyReplicas}').stdout)
+
+    wait_for(lambda: ready_replicas() == '2', message='the deployment to become ready')
+    rows = kubectl('get', 'deployments', '-n', 'ml').stdout.splitlines()
+    assert rows[0].split() == ['NAME', 'READY', 'UP-TO-DATE', 'AVAILABLE', 'AGE']
+    assert rows[1].split()[:4] == ['srv', '2/2', '2', '2']
+
+    kubectl('scale', 'deployment/srv', '-n', 'ml', '--replicas=3')
+    kubectl('rollout', 'status', 'deployment/srv', '-n', 'ml', '--timeout=30s')
+    assert ready_replicas() == '3'
+
+    # Imperative creations of these kinds arrive as protobuf.
+    kubectl('create', 'namespace', 'team')
+    kubectl('create', 'configmap', 'settings', '-n', 'team', '--from-literal=a=1')
+    kubectl('create', 'secret', 'generic', 'token', '-n', 'team', '--from-literal=key=value')
+    assert server.get_object('v1', 'configmaps', 'team', 'settings')['data'] == {'a': '1'}  # type: ignore[index]
+    assert server.get_object('v1', 'secrets', 'team', 'token')['data'] == {'key': 'dmFsdWU='}  # type: ignore[index]
+    assert 'settings' in kubectl('get', 'cm', '-n', 'team').stdout
+    assert 'ml' in kubectl('get', 'namespaces').stdout
+    kubectl('delete', 'deployment', 'srv', '-n', 'ml')
+    assert server.get_object('apps/v1', 'deployments', 'ml', 'srv') is None
