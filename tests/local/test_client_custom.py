@@ -150,6 +150,14 @@ def test_discovery(server: EmbeddedApiServer, widgets_crd: Any) -> None:
             assert response.read() == b'ok'
     assert _http(server, 'GET', '/apis/nothing.example.com/v1')[0] == 404
 
+    # OpenAPI v3: operations only (no schemas), so that kubectl leaves validation to the server.
+    url = _http(server, 'GET', '/openapi/v3')[1]['paths']['apis/example.com/v1']['serverRelativeURL']
+    spec = _http(server, 'GET', url)[1]
+    patch = spec['paths']['/apis/example.com/v1/namespaces/{namespace}/widgets/{name}']['patch']
+    assert patch['x-kubernetes-group-version-kind'] == {'group': 'example.com', 'version': 'v1', 'kind': 'Widget'}
+    assert 'fieldValidation' in {parameter['name'] for parameter in patch['parameters']}
+    assert _http(server, 'GET', '/openapi/v2')[0] == 404
+
 
 def test_lists_carry_kinds_and_namespaces_are_listable(server: EmbeddedApiServer) -> None:
     status, namespaces = _http(server, 'GET', '/api/v1/namespaces')

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from modelrelease.local.apiserver import EmbeddedApiServer
-from tests.local.conftest import WIDGETS_CRD, deployment_body, wait_for
+from modelrelease.local.outcomes import JobOutcome
+from tests.local.conftest import WIDGETS_CRD, deployment_body, job_body, wait_for
 
 KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -34,7 +35,8 @@ def test_custom_resource_lifecycle(kubectl: Kubectl, tmp_path: pathlib.Path) -> 
         'metadata': {'name': 'w1', 'namespace': 'default', 'labels': {'team': 'ml'}}, 'spec': {'size': 3},
     }))
 
-    assert 'created' in kubectl('apply', '--validate=false', '-f', str(crd_file)).stdout
+    # Validation is left to the server (which does not check schemas), so --validate=false is optional.
+    assert 'created' in kubectl('apply', '-f', str(crd_file)).stdout
     kubectl('wait', '--for=condition=Established', 'crd/widgets.example.com', '--timeout=30s')
     assert 'widget.example.com/w1 created' in kubectl('apply', '--validate=false', '-f', str(widget_file)).stdout
 
@@ -48,7 +50,7 @@ def test_custom_resource_lifecycle(kubectl: Kubectl, tmp_path: pathlib.Path) -> 
     assert fetched['kind'] == 'Widget' and fetched['metadata']['generation'] == 2
 
     # A re-apply computes a patch against the last-applied configuration.
-    assert 'configured' in kubectl('apply', '--validate=false', '-f', str(widget_file)).stdout
+    assert 'configured' in kubectl('apply', '-f', str(widget_file)).stdout
     assert yaml.safe_load(kubectl('get', 'widgets.example.com', 'w1', '-o', 'yaml').stdout)['spec'] == {'size': 3}
 
     described = kubectl('describe', 'wd', 'w1').stdout
@@ -64,7 +66,7 @@ def test_custom_resource_lifecycle(kubectl: Kubectl, tmp_path: pathlib.Path) -> 
 def test_builtin_kinds(kubectl: Kubectl, server: EmbeddedApiServer, tmp_path: pathlib.Path) -> None:
     manifest = tmp_path / 'deployment.yaml'
     manifest.write_text(yaml.safe_dump(deployment_body('srv', replicas=2)))
-    kubectl('apply', '--validate=false', '-n', 'ml', '-f', str(manifest))
+    kubectl('apply', '-n', 'ml', '-f', str(manifest))
     def ready_replicas() -> str:
         return str(kubectl('get', 'deploy', 'srv', '-n', 'ml', '-o', 'jsonpath={.status.readyReplicas}').stdout)
 
@@ -87,3 +89,26 @@ def test_builtin_kinds(kubectl: Kubectl, server: EmbeddedApiServer, tmp_path: pa
     assert 'ml' in kubectl('get', 'namespaces').stdout
     kubectl('delete', 'deployment', 'srv', '-n', 'ml')
     assert server.get_object('apps/v1', 'deployments', 'ml', 'srv') is None
+
+
+def test_jobs_and_pods(kubectl: Kubectl, tmp_path: pathlib.Path, outcomes: dict[str, JobOutcome]) -> None:
+    outcomes['train'] = JobOutcome.succeeded('{"accuracy": 0.9}')
+    manifest = tmp_path / 'job.yaml'
+    manifest.write_text(yaml.safe_dump(job_body('train')))
+    assert 'job.batch/train created' in kubectl('apply', '-f', str(manifest)).stdout
+    kubectl('wait', '--for=condition=complete', 'job/train', '--timeout=30s')
+    assert 'unchanged' in kubectl('apply', '-f', str(manifest)).stdout
+
+    rows = kubectl('get', 'jobs').stdout.splitlines()
+    assert rows[0].split() == ['NAME', 'STATUS', 'COMPLETIONS', 'AGE']
+    assert rows[1].split()[:3] == ['train', 'Complete', '1/1']
+    pods = kubectl('get', 'pods', '-l', 'job-name=train').stdout.splitlines()
+    assert pods[1].split()[1:3] == ['0/1', 'Completed']
+    message = kubectl('get', 'pods', '-l', 'job-name=train', '-o',
+                      'jsonpath={.items[0].status.containerStatuses[0].state.terminated.message}').stdout
+    assert message == '{"accuracy": 0.9}'
+
+    kubectl('label', 'job', 'train', 'release=r1')
+    assert kubectl('get', 'jobs', '-l', 'release=r1', '-o', 'name').stdout.split() == ['job.batch/train']
+    kubectl('delete', 'job', 'train')
+    wait_for(lambda: 'No resources found' in kubectl('get', 'pods').stderr, message='the pods to be collected')

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp.web
 import yaml
 
-from modelrelease.local import errors, protobuf, tables
+from modelrelease.local import errors, openapi, protobuf, tables
 from modelrelease.local.recording import FaultInjector, RequestLog, RequestRecord
 from modelrelease.local.resources import ApiResource, ResourceRegistry
 from modelrelease.local.selectors import FieldSelector, LabelSelector, SelectorError
@@ -136,6 +136,16 @@ class ApiRequestHandler:
                 {'clientCIDR': '0.0.0.0/0', 'serverAddress': self.host_port}]})
         if path == '/apis':
             return _json(self.registry.api_group_list())
+        if path == '/openapi/v3':
+            return _json(openapi.openapi_v3_index(self.registry))
+        if path.startswith('/openapi/v3/'):
+            prefix = parts[2:]
+            group_version = (['', prefix[1]] if prefix[:1] == ['api'] and len(prefix) == 2 else
+                             prefix[1:] if prefix[:1] == ['apis'] and len(prefix) == 3 else None)
+            spec = openapi.openapi_v3_document(self.registry, *group_version) if group_version else None
+            if spec is None:
+                raise errors.ApiError(404, 'NotFound', 'the server could not find the requested resource', None)
+            return _json(spec)
         document: dict[str, Any] | None = None
         if parts[0] == 'api' and len(parts) == 2:
             document = self.registry.api_resource_list('', parts[1])

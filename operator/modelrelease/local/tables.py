@@ -81,6 +81,19 @@ def _ready_containers(pod: Object) -> str:
     return f'{sum(1 for status in statuses if status.get("ready"))}/{total}'
 
 
+def _pod_status(pod: Object) -> Any:
+    # As kubectl prints it: a terminated or waiting container's reason wins over the phase.
+    status = pod.get('status') or {}
+    reason = status.get('reason') or status.get('phase')
+    for container in status.get('containerStatuses') or []:
+        state = container.get('state') or {}
+        if (state.get('terminated') or {}).get('reason'):
+            reason = state['terminated']['reason']
+        elif (state.get('waiting') or {}).get('reason'):
+            reason = state['waiting']['reason']
+    return reason
+
+
 def _job_status(job: Object) -> str:
     conditions = {c.get('type'): c.get('status') for c in (job.get('status') or {}).get('conditions') or []}
     return 'Complete' if conditions.get('Complete') == 'True' else \
@@ -91,7 +104,7 @@ def _job_status(job: Object) -> str:
 _BUILTIN: dict[tuple[str, str], list[tuple[str, str, Callable[[Object], Any]]]] = {
     ('', 'pods'): [
         ('Ready', 'string', _ready_containers),
-        ('Status', 'string', lambda pod: (pod.get('status') or {}).get('phase')),
+        ('Status', 'string', _pod_status),
         ('Restarts', 'integer', lambda pod: sum(s.get('restartCount', 0) for s in
                                                  (pod.get('status') or {}).get('containerStatuses') or [])),
     ],
