@@ -38,7 +38,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=5.0)
-async def drive(name: str, namespace: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def drive(name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    assert namespace, "ModelRelease is a namespaced resource"
     cluster = KubernetesCluster()
     wake = _wakeup(namespace, name)
 
@@ -90,5 +91,5 @@ def deployment_changed(labels: Mapping[str, str], namespace: str | None, **_: An
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
 def released_deleted(name: str, namespace: str | None, **_: Any) -> None:
     # Children carry ownerReferences; the garbage collector removes them.
-    _wakeups.pop((namespace, name), None)
+    _wakeups.pop((namespace or "", name), None)
     log.info("ModelRelease %s/%s deleted; its Jobs, Deployments and Service go with it", namespace, name)

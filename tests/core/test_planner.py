@@ -371,7 +371,8 @@ def test_weight_100_step_promotes_although_stable_has_no_traffic_to_compare():
     world.run_until({"Progressing"})
     for _ in range(200):
         if world.status.canary_weight == 100:
-            world.metrics = {k: Measurement(k, canary=m.canary, stable=None, samples=100) for k, m in world.metrics.items()}
+            world.metrics = {k: Measurement(k, canary=m.canary, stable=None, samples=100)
+                             for k, m in world.metrics.items()}
         world.finish_jobs()
         world.step()
         world.settle()

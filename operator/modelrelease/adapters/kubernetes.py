@@ -127,6 +127,7 @@ class KubernetesSecretReader:
 
     def read(self, namespace: str, name: str, key: str) -> str:
         secret = self.core.read_namespaced_secret(name, namespace)
-        if key not in (secret.data or {}):
+        data = secret.data or {}
+        if key not in data:
             raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(secret.data[key]).decode()
+        return base64.b64decode(data[key]).decode()

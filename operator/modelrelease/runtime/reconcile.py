@@ -13,7 +13,7 @@ from modelrelease.adapters.prometheus import MetricsProvider
 from modelrelease.api import InvalidSpecError, ModelReleaseSpec, ModelReleaseStatus, parse_spec
 from modelrelease.api.base import parse_duration
 from modelrelease.core.conditions import set_condition
-from modelrelease.core.model import Observations
+from modelrelease.core.model import DeploymentObservation, Observations
 from modelrelease.core.planner import analysis_due, plan
 from modelrelease.runtime.execute import EmitFn, execute
 from modelrelease.runtime.measure import ReleaseVariables, measure_checks
@@ -38,7 +38,7 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
             providers: ProviderFactory, now: datetime) -> Observations:
     pods = cluster.list_owned("Pod", namespace, release)
     jobs = {j["metadata"]["name"]: observe_job(j, pods) for j in cluster.list_owned("Job", namespace, release)}
-    deployments = {}
+    deployments: dict[str, DeploymentObservation] = {}
     for item in cluster.list_owned("Deployment", namespace, release):
         seen = observe_deployment(item)
         if seen is not None:
