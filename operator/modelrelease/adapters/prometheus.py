@@ -1,0 +1,357 @@
+"""Reading one number from Prometheus: instant queries, credentials, TLS, and plain-language outcomes.
+
+Every answer becomes a ``QueryResult`` of one of three kinds, because analysis treats them differently:
+- a value: one finite number;
+- no data: an empty vector, NaN or ±Inf (nothing to judge yet; never a pass);
+- an error: Prometheus unreachable, too slow, 5xx, a rejected query (4xx), or several series where one
+  is expected. Several series are never reduced to one by picking: that would judge an arbitrary pod.
+
+Queries go through a plain ``requests`` session (the transport prometheus-api-client uses) rather than
+``PrometheusConnect.custom_query``, because that method drops the HTTP status, Prometheus' own error
+text and the result type, which are exactly what the classification needs. Retries are off: analysis
+runs again on its next interval, and a retry with back-off would outlast the timeout the user set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import requests
+from urllib3.exceptions import InsecureRequestWarning
+
+from modelrelease.api.base import parse_duration
+from modelrelease.api.spec import PrometheusSpec
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["unreachable", "timeout", "tls", "server", "rejected", "auth", "shape"]
+_MAX_MESSAGE = 300
+_MAX_LISTED_SERIES = 4
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One instant query's outcome: a finite value, no data, or an error with a short message."""
+
+    value: float | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    note: str = ""
+    """Why there is no data ("empty result", "NaN", "+Inf"), for logs."""
+
+    @classmethod
+    def of(cls, value: float) -> QueryResult:
+        return cls(value=value)
+
+    @classmethod
+    def no_data(cls, note: str) -> QueryResult:
+        return cls(note=note)
+
+    @classmethod
+    def failed(cls, kind: ErrorKind, message: str) -> QueryResult:
+        return cls(error=_shorten(message), error_kind=kind)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def has_data(self) -> bool:
+        return self.value is not None
+
+    @property
+    def connection_failed(self) -> bool:
+        """The server could not be reached at all, so other queries now would fail the same way."""
+        return self.error_kind in ("unreachable", "timeout", "tls")
+
+
+class MetricsProvider(Protocol):
+    """Anything that answers an instant PromQL query; tests and the runtime may pass a fake."""
+
+    def query(self, promql: str) -> QueryResult: ...
+
+
+@dataclass(frozen=True)
+class PrometheusConnection:
+    """How to reach one Prometheus, with secret values already read."""
+
+    url: str
+    timeout_seconds: float = 10.0
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    ca_pem: str | None = None
+    """A CA bundle as PEM text (as read from a Secret)."""
+    ca_file: str | None = None
+    """A CA bundle file path; an alternative to ca_pem."""
+    insecure_skip_verify: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("set a bearer token or basic auth for Prometheus, not both")
+        if self.ca_pem is not None and self.ca_file is not None:
+            raise ValueError("set a CA bundle as PEM text or as a file, not both")
+        if self.timeout_seconds <= 0:
+            raise ValueError("the Prometheus timeout must be positive")
+
+
+class SecretReader(Protocol):
+    """Reads one key of a Secret (decoded). The operator passes a Kubernetes-backed one."""
+
+    def read(self, namespace: str, name: str, key: str) -> str: ...
+
+
+class AsyncSecretReader(Protocol):
+    def read(self, namespace: str, name: str, key: str) -> Awaitable[str]: ...
+
+
+def _secret_refs(spec: PrometheusSpec) -> dict[str, tuple[str, str]]:
+    """The Secret keys a spec needs, by purpose: {purpose: (secret name, key)}."""
+    refs: dict[str, tuple[str, str]] = {}
+    if spec.bearer_token_secret_ref is not None:
+        refs["token"] = (spec.bearer_token_secret_ref.name, spec.bearer_token_secret_ref.key)
+    if spec.basic_auth is not None:
+        refs["username"] = (spec.basic_auth.secret_name, spec.basic_auth.username_key)
+        refs["password"] = (spec.basic_auth.secret_name, spec.basic_auth.password_key)
+    if spec.ca_secret_ref is not None:
+        refs["ca"] = (spec.ca_secret_ref.name, spec.ca_secret_ref.key)
+    return refs
+
+
+def _connection(spec: PrometheusSpec, secrets: Mapping[str, str]) -> PrometheusConnection:
+    basic = (secrets["username"], secrets["password"]) if "username" in secrets else None
+    return PrometheusConnection(
+        url=spec.url,
+        timeout_seconds=parse_duration(spec.timeout).total_seconds(),
+        bearer_token=secrets["token"].strip() if "token" in secrets else None,
+        basic_auth=basic,
+        ca_pem=secrets.get("ca"),
+        insecure_skip_verify=spec.insecure_skip_verify,
+    )
+
+
+def connection_from_spec(spec: PrometheusSpec, namespace: str, reader: SecretReader) -> PrometheusConnection:
+    """Resolve a spec's Secret references with a synchronous reader."""
+    values = {purpose: reader.read(namespace, name, key) for purpose, (name, key) in _secret_refs(spec).items()}
+    return _connection(spec, values)
+
+
+async def connection_from_spec_async(
+    spec: PrometheusSpec, namespace: str, reader: AsyncSecretReader
+) -> PrometheusConnection:
+    """Resolve a spec's Secret references with an asynchronous reader (e.g. from a kopf handler)."""
+    values = {}
+    for purpose, (name, key) in _secret_refs(spec).items():
+        values[purpose] = await reader.read(namespace, name, key)
+    return _connection(spec, values)
+
+
+class PrometheusProvider:
+    """Instant queries against one Prometheus. Thread-safe enough for one analysis at a time."""
+
+    def __init__(self, connection: PrometheusConnection) -> None:
+        self.connection = connection
+        self._session = requests.Session()
+        self._ca_path: str | None = None
+        # Passed with every request: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment.
+        self._verify: bool | str = True
+        if connection.bearer_token is not None:
+            self._session.headers["Authorization"] = f"Bearer {connection.bearer_token}"
+        if connection.basic_auth is not None:
+            self._session.auth = connection.basic_auth
+        if connection.insecure_skip_verify:
+            self._verify = False
+            # The user chose this explicitly; one log line beats a warning on every query.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+            log.warning("TLS verification is off for Prometheus at %s", connection.url)
+        elif connection.ca_pem is not None:
+            # requests wants a file; the bundle lives as long as this provider.
+            handle, self._ca_path = tempfile.mkstemp(prefix="prometheus-ca-", suffix=".pem")
+            with os.fdopen(handle, "w") as file:
+                file.write(connection.ca_pem)
+            self._verify = self._ca_path
+        elif connection.ca_file is not None:
+            self._verify = connection.ca_file
+
+    @classmethod
+    def from_spec(cls, spec: PrometheusSpec, namespace: str, reader: SecretReader) -> PrometheusProvider:
+        return cls(connection_from_spec(spec, namespace, reader))
+
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    def close(self) -> None:
+        self._session.close()
+        if self._ca_path is not None:
+            os.unlink(self._ca_path)
+            self._ca_path = None
+
+    def __enter__(self) -> PrometheusProvider:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def at(self, time: float | datetime) -> MetricsProvider:
+        """A view of this provider that evaluates every query at a fixed time (history, replays)."""
+        return _AtTime(self, time)
+
+    def query(self, promql: str, time: float | datetime | None = None) -> QueryResult:
+        """Evaluate ``promql`` now (or at ``time``) and classify the answer."""
+        timeout = self.connection.timeout_seconds
+        params = {"query": promql, "timeout": f"{timeout:g}s"}
+        if time is not None:
+            params["time"] = f"{time.timestamp() if isinstance(time, datetime) else time:.3f}"
+        try:
+            response = self._session.get(
+                _endpoint(self.url, "api/v1/query"), params=params, timeout=timeout, verify=self._verify
+            )
+        except requests.RequestException as exc:
+            return _transport_failure(exc, self.url, timeout)
+        return classify_response(response.status_code, _json_or_none(response), response.text)
+
+
+@dataclass(frozen=True)
+class _AtTime:
+    provider: PrometheusProvider
+    time: float | datetime
+
+    def query(self, promql: str) -> QueryResult:
+        return self.provider.query(promql, time=self.time)
+
+
+def _endpoint(base: str, path: str) -> str:
+    return f"{base.rstrip('/')}/{path}"
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _transport_failure(exc: requests.RequestException, url: str, timeout: float) -> QueryResult:
+    if isinstance(exc, requests.Timeout):
+        return QueryResult.failed("timeout", f"Prometheus at {url} did not answer within {timeout:g}s")
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = "certificate not trusted" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "handshake failed"
+        return QueryResult.failed("tls", f"TLS with Prometheus at {url}: {reason}")
+    return QueryResult.failed("unreachable", f"Prometheus at {url} is unreachable ({_root_cause(exc)})")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason, e.g. "connection refused", instead of urllib3's retry prose."""
+    text = str(exc)
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "connection closed without an answer"),
+        ("Connection aborted", "connection closed without an answer"),
+    ):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+def classify_response(status: int, body: Any, text: str = "") -> QueryResult:
+    """Turn an HTTP answer from /api/v1/query into a QueryResult (kept pure for unit tests)."""
+    prometheus_error = body.get("error") if isinstance(body, dict) else None
+    detail = prometheus_error or text.strip() or "no details"
+    if status in (401, 403):
+        return QueryResult.failed("auth", f"Prometheus refused access ({status}); check the credentials")
+    if status >= 500:
+        if isinstance(body, dict) and body.get("errorType") == "timeout":
+            return QueryResult.failed("timeout", f"the query timed out in Prometheus: {detail}")
+        return QueryResult.failed("server", f"Prometheus answered {status}: {detail}")
+    if status == 404:
+        return QueryResult.failed("rejected", "no Prometheus query API at this URL (404); check prometheus.url")
+    if status >= 400:
+        return QueryResult.failed("rejected", f"Prometheus rejected the query ({status}): {detail}")
+    if status != 200 or not isinstance(body, dict) or body.get("status") != "success":
+        return QueryResult.failed("server", f"unexpected answer from Prometheus ({status}): {detail}")
+    data = body.get("data") or {}
+    return classify_data(data.get("resultType"), data.get("result"))
+
+
+def classify_data(result_type: str | None, result: Any) -> QueryResult:
+    """One number out of a successful query's data, or why there is none."""
+    if result_type == "scalar":
+        return _number(result)
+    if result_type == "vector":
+        if not result:
+            return QueryResult.no_data("empty result")
+        if len(result) > 1:
+            return QueryResult.failed("shape", _several_series(result))
+        series = result[0]
+        if "value" not in series:
+            return QueryResult.failed("shape", "the query returns a native histogram, not a number")
+        return _number(series["value"])
+    if result_type == "matrix":
+        return QueryResult.failed(
+            "shape", "the query returns a range vector; wrap it in a function such as rate() or avg_over_time()"
+        )
+    return QueryResult.failed("shape", f"the query returns a {result_type or 'missing'} result, not a number")
+
+
+def _number(sample: Any) -> QueryResult:
+    try:
+        value = float(sample[1])
+    except (TypeError, ValueError, IndexError):
+        return QueryResult.failed("shape", f"unreadable sample {sample!r}")
+    if math.isnan(value):
+        return QueryResult.no_data("NaN")
+    if math.isinf(value):
+        return QueryResult.no_data("+Inf" if value > 0 else "-Inf")
+    return QueryResult.of(value)
+
+
+def _several_series(result: list[dict[str, Any]]) -> str:
+    shown = ", ".join(format_labels(series.get("metric", {})) for series in result[:_MAX_LISTED_SERIES])
+    more = f" and {len(result) - _MAX_LISTED_SERIES} more" if len(result) > _MAX_LISTED_SERIES else ""
+    return (
+        f"the query returns {len(result)} series where one is expected: {shown}{more}; "
+        "aggregate them, e.g. with sum()"
+    )
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    """A series' label set as PromQL writes it: name{a="1", b="2"}."""
+    name = labels.get("__name__", "")
+    pairs = ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items()) if key != "__name__")
+    return f"{name}{{{pairs}}}"
+
+
+# Lifecycle endpoints, used by the local Prometheus launcher (tests, benchmark, embedded demo).
+
+
+def is_ready(url: str, timeout: float = 2.0, verify: bool | str = True) -> bool:
+    """Whether the server at ``url`` answers /-/ready with 200 (it has loaded its TSDB)."""
+    try:
+        return requests.get(_endpoint(url, "-/ready"), timeout=timeout, verify=verify).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def request_reload(url: str, timeout: float = 30.0, verify: bool | str = True) -> None:
+    """Ask a server started with --web.enable-lifecycle to reload its configuration; raise if it fails."""
+    response = requests.post(_endpoint(url, "-/reload"), timeout=timeout, verify=verify)
+    if response.status_code != 200:
+        raise RuntimeError(f"Prometheus could not reload its configuration: {_shorten(response.text)}")
