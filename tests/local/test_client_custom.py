@@ -211,5 +211,12 @@ def test_watch_resumes_or_reports_gone(api_client: kubernetes.client.ApiClient) 
         with urllib.request.urlopen(request, timeout=30) as response:
             events = [json.loads(line) for line in response.read().splitlines()]
         assert [(e['type'], e['object']['metadata']['name']) for e in events] == [('ADDED', 'c3'), ('ADDED', 'c4')]
+
+        # A resourceVersion of another server's life (a restarted one) must not hide the current state.
+        request = urllib.request.Request(f'{server.url}/api/v1/namespaces/default/configmaps'
+                                         f'?watch=true&resourceVersion=999999')
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event = json.loads(response.readline())
+        assert event['type'] == 'ERROR' and event['object']['code'] == 410
     finally:
         server.stop()

@@ -10,6 +10,7 @@ Controllers (see :mod:`.controllers`) run as tasks on the same loop as the store
 """
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import pathlib
 import threading
@@ -257,3 +258,33 @@ class EmbeddedApiServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False), encoding='utf-8')
         return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted: ``python -m modelrelease.local.apiserver --port 6443 --kubeconfig kc``."""
+    import argparse
+
+    from modelrelease.local.controllers import ControllerEmulator
+
+    parser = argparse.ArgumentParser(description='An embedded Kubernetes API server (plain HTTP, no auth).')
+    parser.add_argument('--host', default='127.0.0.1')
+    parser.add_argument('--port', type=int, default=0)
+    parser.add_argument('--kubeconfig', type=pathlib.Path, help='where to write a kubeconfig for it')
+    parser.add_argument('--no-controllers', action='store_true', help='no emulated Job/Deployment controllers')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+
+    async def serve() -> None:
+        controllers = [] if args.no_controllers else [ControllerEmulator()]
+        async with EmbeddedApiServer(host=args.host, port=args.port, controllers=controllers) as server:
+            if args.kubeconfig:
+                server.write_kubeconfig(args.kubeconfig)
+            print(server.url, flush=True)  # for a parent process to read the address
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == '__main__':
+    main()

@@ -38,6 +38,11 @@ class ApiResource:
     printer_columns: tuple[Mapping[str, Any], ...] = ()
     custom: bool = False  # defined by a CRD: strategic merge patches are not supported for it
     crd_name: str | None = None
+    list_kind_name: str | None = None  # a CRD's spec.names.listKind, if not the usual KindList
+
+    @property
+    def list_kind(self) -> str:
+        return self.list_kind_name or f'{self.kind}List'
 
     @property
     def api_version(self) -> str:
@@ -92,6 +97,7 @@ def resources_from_crd(crd: Mapping[str, Any]) -> list[ApiResource]:
             printer_columns=tuple(version.get('additionalPrinterColumns') or ()),
             custom=True,
             crd_name=(crd.get('metadata') or {}).get('name'),
+            list_kind_name=names.get('listKind'),
         ))
     return result
 

@@ -211,7 +211,7 @@ class ApiRequestHandler:
 
     def _list_body(self, resource: ApiResource, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            'kind': f'{resource.kind}List',
+            'kind': resource.list_kind,
             'apiVersion': resource.api_version,
             'metadata': {'resourceVersion': self.store.resource_version},
             'items': items,

@@ -75,6 +75,10 @@ class EventLog:
     def replay(self, since: int, subscription: _Subscription) -> list[StoreEvent]:
         if since < self._compacted_rv:
             raise errors.gone(f'too old resource version: {since} ({self._compacted_rv + 1})')
+        if since > self._rv:
+            # A version from the future comes from a previous incarnation of the server (e.g. a restarted
+            # process): make the client re-list instead of silently missing what exists now.
+            raise errors.gone(f'unknown resource version: {since} (the latest is {self._rv})')
         return [event for event in self._log if event.rv > since and subscription.accepts(event)]
 
     def close_all(self) -> None:
