@@ -45,7 +45,7 @@ def train(tmp: Path, name: str, *args: str) -> Run:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without settings that would change the server's defaults."""
-    names = ("MODEL_", "RELEASE_TRACK", "INJECT_", "PORT", "HOST", "FEEDBACK_", "TERMINATION_LOG")
+    names = ("MODEL_", "RELEASE_TRACK", "INJECT_", "FEEDBACK_", "TERMINATION_LOG")
     env = {k: v for k, v in os.environ.items() if not k.startswith(names)}
     return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 

@@ -99,6 +99,7 @@ def test_mixed_precision_on_cpu_is_allowed(workdir: Path) -> None:
         (lambda d: str(d / "missing.npz"), "does not exist"),
         (lambda d: (d / "broken.csv").write_text("a,label\n1,2\n3\n") and str(d / "broken.csv"), "line 3"),
     ],
+    ids=["missing-file", "bad-csv"],
 )
 def test_bad_data_exits_65_and_says_why(workdir: Path, tmp_path: Path, make, needle: str) -> None:  # type: ignore[no-untyped-def]
     run = train(tmp_path, "bad", "--data", make(tmp_path), *FAST)

@@ -28,14 +28,15 @@ log = logging.getLogger("modelrelease_trainer")
 class UsageError(SystemExit):
     """A flag is missing or has a bad value."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, prog: str) -> None:
         super().__init__(exit_codes.CONFIG_ERROR)
         self.message = message
+        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message, self.prog)
 
 
 def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
@@ -99,8 +100,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 def _add_serve(p: argparse.ArgumentParser) -> None:
     # Defaults of None fall back to the environment (see serving.resolve_config): env sets, flags override.
     p.add_argument("--model", default=None, help="artifact folder or .keras file (env MODEL_PATH)")
-    p.add_argument("--port", type=port_number, default=None, help="default 8501 (env PORT)")
-    p.add_argument("--host", default=None, help="default 0.0.0.0 (env HOST)")
+    p.add_argument("--port", type=port_number, default=None, help="default 8501; 0 picks a free port")
+    p.add_argument("--host", default=None, help="default 0.0.0.0")
     p.add_argument("--name", default=None, help="model name in URLs and metrics (env MODEL_NAME, default model)")
     p.add_argument("--version", default=None, help="version label (env MODEL_VERSION, default from result.json)")
     p.add_argument("--track", default=None, help="track label, e.g. stable or canary (env RELEASE_TRACK)")
@@ -123,10 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        print(exc.message, file=sys.stderr)
-        if argv[:1] == ["train"]:
+        if argv[:1] == ["train"]:  # the Job's failure must reach the operator too
             failure = _failure(_flag_value(argv, "--stage"), exc.code, exc.message)
             _report(_flag_value(argv, "--termination-log"), failure)
+        else:
+            print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
     if args.command == "train":
         return run_train(args)

@@ -79,6 +79,9 @@ class ModelServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: ModelServer
     protocol_version = "HTTP/1.1"  # keep-alive for clients that reuse connections
+    # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed ACK would
+    # hold the second one back about 40 ms on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

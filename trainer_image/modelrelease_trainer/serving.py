@@ -63,8 +63,8 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] = os.env
         raise ConfigError("serve needs --model DIR (or env MODEL_PATH): a trained stage's --output folder")
     config = ServerConfig(
         model_path=model_path,
-        host=pick(args.host, "HOST", str, ServerConfig.host),
-        port=pick(args.port, "PORT", int, ServerConfig.port),
+        host=args.host or ServerConfig.host,
+        port=ServerConfig.port if args.port is None else args.port,
         name=pick(args.name, "MODEL_NAME", str, ServerConfig.name),
         version=pick(args.version, "MODEL_VERSION", str, None),
         track=pick(args.track, "RELEASE_TRACK", str, ServerConfig.track),
