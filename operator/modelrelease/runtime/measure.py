@@ -27,7 +27,8 @@ class ReleaseVariables:
     model: str
     canary_version: str
     stable_version: str | None
-    """None before anything was released; relative checks are then inconclusive."""
+    """None before anything was released, or when stable serves nothing (weight 100): relative checks
+    then send no stable query (judge calls them inconclusive, or skips them with stable_serving=False)."""
     interval: timedelta
     """The range of rate()/increase() in queries; normally the analysis interval."""
 
