@@ -5,7 +5,6 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelrelease.local.apiserver import EmbeddedApiServer
 from tests.local.conftest import deployment_body, job_body, wait_for
 
 ApiException = kubernetes.client.ApiException
@@ -191,8 +190,7 @@ def test_generation_changes_only_with_the_spec(apps: kubernetes.client.AppsV1Api
     assert same.metadata.generation == 2
 
 
-def test_status_subresource_isolation(server: EmbeddedApiServer, apps: kubernetes.client.AppsV1Api) -> None:
-    server.store.auto_create_namespaces = True
+def test_status_subresource_isolation(apps: kubernetes.client.AppsV1Api) -> None:
     apps.create_namespaced_deployment('ml', deployment_body('srv'))
     wait_for(lambda: apps.read_namespaced_deployment('srv', 'ml').status.ready_replicas == 1,
              message='the deployment controller to report readiness')
@@ -320,6 +318,9 @@ def test_watch_without_resource_version_starts_with_the_current_state(apps: kube
 
 def test_filtered_watch_sees_objects_leaving_and_entering(apps: kubernetes.client.AppsV1Api) -> None:
     apps.create_namespaced_deployment('ml', deployment_body('srv', replicas=0))
+    # Let the deployment controller write its status first, so that only the label changes follow.
+    wait_for(lambda: apps.read_namespaced_deployment('srv', 'ml').status.observed_generation == 1,
+             message='the deployment controller to observe the deployment')
     since = apps.list_namespaced_deployment('ml').metadata.resource_version
     apps.patch_namespaced_deployment('srv', 'ml', {'metadata': {'labels': {'stage': 'canary'}}})
     apps.patch_namespaced_deployment('srv', 'ml', {'metadata': {'labels': {'stage': 'stable'}}})
