@@ -1,7 +1,9 @@
 """kopf, for real, against the embedded API server: handlers, status patches, events, finalizers."""
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import kubernetes
 import pytest
 from kopf.testing import KopfRunner
@@ -25,11 +27,24 @@ def _events(core: kubernetes.client.CoreV1Api, reason: str) -> list[Any]:
     return [event for event in core.list_namespaced_event('default').items if event.reason == reason]
 
 
+@pytest.fixture
+def own_registry() -> Iterator[kopf.OperatorRegistry]:
+    # The handlers of the test operator go to a registry of their own, and kopf's default registry is
+    # restored afterwards: other tests in this process may run other operators (and their login handlers).
+    previous = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    try:
+        yield registry
+    finally:
+        kopf.set_default_registry(previous)
+
+
 def test_kopf_operator_lifecycle(server: EmbeddedApiServer, kubeconfig: pathlib.Path, widgets_crd: Any,
                                  custom: kubernetes.client.CustomObjectsApi, core: kubernetes.client.CoreV1Api,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+                                 own_registry: kopf.OperatorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv('KUBECONFIG', str(kubeconfig))
-    with KopfRunner(['run', '--standalone', '-A', '--verbose', str(OPERATOR)], timeout=60) as runner:
+    with KopfRunner(['run', '--standalone', '-A', '--verbose', str(OPERATOR)], timeout=60,
+                    registry=own_registry) as runner:
         custom.create_namespaced_custom_object('example.com', 'v1', 'default', 'widgets', {
             'apiVersion': 'example.com/v1', 'kind': 'Widget', 'metadata': {'name': 'w1'}, 'spec': {'size': 3},
         })
