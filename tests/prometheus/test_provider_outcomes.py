@@ -66,6 +66,13 @@ def test_a_range_vector_is_an_error(live: Live) -> None:
     assert live.provider.query("vector(1)[1m:]").error_kind == "shape"
 
 
+@pytest.mark.parametrize("timeout", [0.5, 1.25, 10])
+def test_any_timeout_is_accepted_by_prometheus(live: Live, timeout: float) -> None:
+    """The timeout also travels as a query parameter, where Prometheus is picky about its format."""
+    with provider(live.prometheus.url, timeout_seconds=timeout) as short:
+        assert short.query("1") == QueryResult.of(1.0)
+
+
 def test_the_evaluation_time_is_passed_through(live: Live) -> None:
     assert live.provider.query("time()", time=1_704_067_200).value == 1_704_067_200
     assert live.provider.at(1_704_067_260).query("time()").value == 1_704_067_260

@@ -154,7 +154,10 @@ async def connection_from_spec_async(
 
 
 class PrometheusProvider:
-    """Instant queries against one Prometheus. Thread-safe enough for one analysis at a time."""
+    """Instant queries against one Prometheus, over one HTTP session (keep-alive between queries).
+
+    Use it from one thread at a time, e.g. one provider per analysis loop.
+    """
 
     def __init__(self, connection: PrometheusConnection) -> None:
         self.connection = connection
@@ -207,7 +210,8 @@ class PrometheusProvider:
     def query(self, promql: str, time: float | datetime | None = None) -> QueryResult:
         """Evaluate ``promql`` now (or at ``time``) and classify the answer."""
         timeout = self.connection.timeout_seconds
-        params = {"query": promql, "timeout": f"{timeout:g}s"}
+        # Plain seconds: Prometheus reads "0.5" but not "0.5s" (its durations take no fractions).
+        params = {"query": promql, "timeout": f"{timeout:.3f}"}
         if time is not None:
             params["time"] = f"{time.timestamp() if isinstance(time, datetime) else time:.3f}"
         try:
