@@ -14,11 +14,45 @@ All functions return new values and never modify their arguments.
 import copy
 from typing import Any
 
-__all__ = ['PatchError', 'apply_json_patch', 'apply_merge_patch', 'apply_strategic_merge_patch']
+__all__ = [
+    'PatchError', 'PatchFormatError', 'PatchType',
+    'apply_json_patch', 'apply_merge_patch', 'apply_patch', 'apply_strategic_merge_patch',
+]
+
+
+class PatchType:
+    """The patch content types of the Kubernetes API."""
+    MERGE = 'application/merge-patch+json'
+    JSON = 'application/json-patch+json'
+    STRATEGIC = 'application/strategic-merge-patch+json'
+    APPLY = 'application/apply-patch+yaml'  # server-side apply, approximated as a merge patch
+
+    ALL = frozenset({MERGE, JSON, STRATEGIC, APPLY})
 
 
 class PatchError(Exception):
     """A patch cannot be applied (a failed ``test``, a missing path, a malformed operation)."""
+
+
+class PatchFormatError(PatchError):
+    """The patch document itself is of the wrong shape for its type."""
+
+
+def apply_patch(patch_type: str, target: dict[str, Any], patch: Any) -> dict[str, Any]:
+    """Apply a patch of a given content type to an object; the result must be an object too."""
+    if patch_type in (PatchType.MERGE, PatchType.APPLY, PatchType.STRATEGIC) and not isinstance(patch, dict):
+        raise PatchFormatError(f'a {patch_type} patch must be a JSON object')
+    if patch_type in (PatchType.MERGE, PatchType.APPLY):
+        result = apply_merge_patch(target, patch)
+    elif patch_type == PatchType.STRATEGIC:
+        result = apply_strategic_merge_patch(target, patch)
+    elif patch_type == PatchType.JSON:
+        result = apply_json_patch(target, patch)
+    else:
+        raise PatchFormatError(f'unsupported patch type: {patch_type}')
+    if not isinstance(result, dict):
+        raise PatchFormatError('the patch does not produce an object')
+    return result
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -12,10 +12,11 @@ import aiohttp.web
 import yaml
 
 from modelrelease.local import errors, openapi, protobuf, tables
+from modelrelease.local.patching import PatchType
 from modelrelease.local.recording import FaultInjector, RequestLog, RequestRecord
 from modelrelease.local.resources import ApiResource, ResourceRegistry
 from modelrelease.local.selectors import FieldSelector, LabelSelector, SelectorError
-from modelrelease.local.store import ObjectStore, PatchType
+from modelrelease.local.store import ObjectStore
 
 __all__ = ['SERVER_VERSION', 'ApiRequestHandler']
 
@@ -28,7 +29,6 @@ SERVER_VERSION = {
 }
 _JSON_TYPES = {'application/json', PatchType.MERGE, PatchType.JSON, PatchType.STRATEGIC}
 _YAML_TYPES = {'application/yaml', 'application/x-yaml', 'text/yaml', PatchType.APPLY}
-_PATCH_TYPES = {PatchType.MERGE, PatchType.JSON, PatchType.STRATEGIC, PatchType.APPLY}
 
 
 def _media_type(content_type: str | None) -> str:
@@ -194,7 +194,7 @@ class ApiRequestHandler:
                                             dry_run=dry_run))
         if method == 'PATCH' and name is not None:
             patch_type = _media_type(request.headers.get('Content-Type'))
-            if patch_type not in _PATCH_TYPES:
+            if patch_type not in PatchType.ALL:
                 raise errors.unsupported_media_type(patch_type)
             return _json(self.store.patch(resource, namespace, name, patch_type, body,
                                           subresource=route.subresource, dry_run=dry_run))

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from modelrelease.local import admission, errors, patching
+from modelrelease.local.patching import PatchType
 from modelrelease.local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
 from modelrelease.local.selectors import FieldSelector, LabelSelector
 from modelrelease.local.watching import EventLog, StoreEvent, Watcher
@@ -27,13 +28,6 @@ __all__ = ['ObjectStore', 'PatchType']
 
 Object = dict[str, Any]
 ObjectKey = tuple[str | None, str]  # (namespace, name)
-
-
-class PatchType:
-    MERGE = 'application/merge-patch+json'
-    JSON = 'application/json-patch+json'
-    STRATEGIC = 'application/strategic-merge-patch+json'
-    APPLY = 'application/apply-patch+yaml'
 
 
 _CRDS: StorageKey = ('apiextensions.k8s.io', 'customresourcedefinitions')
@@ -224,23 +218,12 @@ class ObjectStore:
                                   'strategic merge patch is not supported for custom resources', None)
         current = self.scale_of(resource, old) if subresource == 'scale' else self.render(resource, old)
         try:
-            if patch_type in (PatchType.MERGE, PatchType.APPLY):
-                if not isinstance(patch, dict):
-                    raise errors.bad_request('a merge patch must be a JSON object')
-                new = patching.apply_merge_patch(current, patch)
-            elif patch_type == PatchType.STRATEGIC:
-                if not isinstance(patch, dict):
-                    raise errors.bad_request('a strategic merge patch must be a JSON object')
-                new = patching.apply_strategic_merge_patch(current, patch)
-            elif patch_type == PatchType.JSON:
-                new = patching.apply_json_patch(current, patch)
-            else:
-                raise errors.ApiError(415, 'UnsupportedMediaType', f'unsupported patch type: {patch_type}', None)
+            new = patching.apply_patch(patch_type, current, patch)
+        except patching.PatchFormatError as exc:
+            raise errors.bad_request(str(exc)) from None
         except patching.PatchError as exc:
             raise errors.ApiError(422, 'Invalid', f'the server rejected our request due to an error in our'
                                   f' request: {exc}', None) from None
-        if not isinstance(new, dict):
-            raise errors.bad_request('the patch does not produce an object')
         if subresource == 'scale':
             return self._write_scale(resource, old, new, dry_run=dry_run)
         return self._update(resource, old, new, subresource=subresource, dry_run=dry_run)
