@@ -141,6 +141,9 @@ def test_feedback_moves_the_counters(server: ServerProcess, eval_split: data.Spl
         (f"/v1/models/{NAME}:predict", json.dumps({"instances": [["a"] * 64]}).encode(), 400, "numbers"),
         (f"/v1/models/{NAME}:predict", json.dumps({"instances": [[True] * 64]}).encode(), 400, "numbers"),
         (f"/v1/models/{NAME}:predict", b'{"instances": [[NaN' + b", 0" * 63 + b"]]}", 400, "NaN"),
+        (f"/v1/models/{NAME}:predict", b'{"instances": [[1e300' + b", 0" * 63 + b"]]}", 400, "too large"),
+        (f"/v1/models/{NAME}:predict", b'{"instances": [[' + b"0, " * 64 + b'0]] , "x": 1}', 400, "shape [1, 65]"),
+        (f"/v1/models/{NAME}:predict", b"\xff\xfe", 400, "not valid JSON"),
         ("/v1/models/other:predict", b'{"instances": [[0]]}', 404, "unknown model 'other'"),
         (f"/v1/models/{NAME}:feedback", b'{"requestId": "nope", "labels": [1]}', 404, "unknown requestId"),
         (f"/v1/models/{NAME}:feedback", b'{"requestId": "x", "labels": ["1"]}', 400, "labels"),
@@ -158,6 +161,7 @@ def test_client_mistakes_get_4xx_json(
 def test_wrong_methods_and_feedback_length(server: ServerProcess) -> None:
     assert server.request("GET", f"/v1/models/{NAME}:predict")[0] == 405
     assert server.request("POST", "/healthz", raw=b"{}")[0] == 405
+    assert server.request("DELETE", f"/v1/models/{NAME}") == (405, {"error": "use GET here"})
     _, body = predict(server, [[1.0] * 64, [2.0] * 64])
     got, error = feedback(server, body["requestId"], [1])
     assert got == 400 and "1 labels for a prediction of 2" in error["error"]

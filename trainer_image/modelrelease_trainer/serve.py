@@ -92,6 +92,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:  # answered 405 in JSON rather than the base class's 501 page
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         # An unread body would be taken for the next request on this connection; see _send.
         self._body_unread = (
@@ -253,9 +259,10 @@ def _instances(body: dict[str, Any], features: int, limit: int) -> np.ndarray:
         raise ClientError(400, f"instances must hold numbers only; send {hint}")
     if array.ndim != 2 or array.shape[1] != features:
         raise ClientError(400, f"instances have shape {list(array.shape)}; send {hint}")
-    if not np.all(np.isfinite(array)):
-        raise ClientError(400, "instances contain NaN or infinity")
-    return array.astype(np.float32)
+    features_32 = array.astype(np.float32)
+    if not np.all(np.isfinite(features_32)):  # after the cast: 1e300 is finite, but not as float32
+        raise ClientError(400, "instances contain NaN, infinity or numbers too large for float32")
+    return features_32
 
 
 def run_serve(args: argparse.Namespace) -> int:
