@@ -2,6 +2,8 @@
 
 A daemon (not several handlers) is the single writer of a release's status. Changes to the release
 and to the Jobs, Pods and Deployments it owns wake it early; otherwise it sleeps as the plan asked.
+Handlers are async on purpose: they touch asyncio objects of the operator's loop, and kopf runs
+sync handlers in worker threads.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import kopf
 
 from modelrelease import api
-from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster
+from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, configure_client
 from modelrelease.runtime.providers import prometheus_for
 from modelrelease.runtime.reconcile import reconcile_once
 
@@ -31,6 +33,7 @@ def _wakeup(namespace: str, name: str) -> asyncio.Event:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure_client()
     settings.persistence.finalizer = "modelrelease.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrelease.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrelease.io")
@@ -63,7 +66,7 @@ async def drive(name: str, namespace: str | None, body: kopf.Body, stopped: kopf
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def release_changed(name: str, namespace: str | None, **_: Any) -> None:
+async def release_changed(name: str, namespace: str | None, **_: Any) -> None:
     _wakeup(namespace or "", name).set()
 
 
@@ -74,22 +77,22 @@ def _nudge_owner(labels: Mapping[str, str], namespace: str | None) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"modelrelease.io/release": kopf.PRESENT})
-def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+async def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 
 
 @kopf.on.event("", "v1", "pods", labels={"modelrelease.io/release": kopf.PRESENT})
-def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+async def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"modelrelease.io/release": kopf.PRESENT})
-def deployment_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+async def deployment_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
-def released_deleted(name: str, namespace: str | None, **_: Any) -> None:
+async def released_deleted(name: str, namespace: str | None, **_: Any) -> None:
     # Children carry ownerReferences; the garbage collector removes them.
     _wakeups.pop((namespace or "", name), None)
     log.info("ModelRelease %s/%s deleted; its Jobs, Deployments and Service go with it", namespace, name)

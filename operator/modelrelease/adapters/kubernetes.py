@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any, Protocol
 
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrelease import api
@@ -30,6 +30,14 @@ class Cluster(Protocol):
     def patch_release_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
     ) -> dict[str, Any]: ...
+
+
+def configure_client() -> None:
+    """Point the client at the cluster: in-cluster credentials in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
 
 
 _PATHS = {

@@ -48,10 +48,17 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
     if analysis_due(spec, status, now) and status.canary is not None:
         variables = ReleaseVariables(
             release=release, namespace=namespace, model=spec.model.name, canary_version=status.canary.id,
-            stable_version=status.stable.id if status.stable else None,
+            # At weight 100 the stable track serves nothing: relative bounds are skipped, not queried.
+            stable_version=status.stable.id if status.stable and status.canary_weight < 100 else None,
             interval=parse_duration(spec.analysis.interval),
         )
-        measurements = measure_checks(providers(spec, namespace), spec.analysis, variables)
+        provider = providers(spec, namespace)
+        try:
+            measurements = measure_checks(provider, spec.analysis, variables)
+        finally:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
     return Observations(jobs=jobs, deployments=deployments, service_exists=bool(services),
                         measurements=measurements)
 

@@ -1,0 +1,172 @@
+"""The operator for real: `python -m modelrelease run` as a process, against the embedded API server
+(with emulated Job and Deployment controllers) and a scripted Prometheus, all over HTTP."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+
+from modelrelease.api.crd import build_crd
+from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease.local.controllers import ControllerEmulator
+from modelrelease.local.outcomes import ScriptedExecutor, ScriptedRollout
+from tests.operator.fakes import FakePrometheus, TrainingScript
+
+T = TypeVar("T")
+WAIT = 90.0  # a bound on waiting for something that should happen, not a performance limit
+GROUP, VERSION, PLURAL = "modelrelease.io", "v1alpha1", "modelreleases"
+
+
+def wait_for(condition: Callable[[], T], message: str, timeout: float = WAIT) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {message}")
+        time.sleep(0.1)
+
+
+def release_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
+    """Three stages with short steps; analysis every second on two scripted checks."""
+    spec: dict[str, Any] = {
+        "model": {"name": "digits", "storage": {"hostPath": {"path": "/srv/models"}}},
+        "training": {"backoffLimit": 0},
+        "stages": [
+            {"name": "warmup", "training": {"data": "sklearn:digits?fraction=0.3"},
+             "gates": [{"metric": "accuracy", "min": 0.8}], "steps": [{"weight": 10, "duration": "1s"}]},
+            {"name": "grow", "training": {"data": "sklearn:digits?fraction=0.6", "optimizer": {"name": "adamw"}},
+             "gates": [{"metric": "accuracy", "min": 0.8, "maxDrop": 0.05}],
+             "steps": [{"weight": 10, "duration": "1s"}, {"weight": 50, "duration": "1s"}]},
+            {"name": "full", "training": {"data": "sklearn:digits"},
+             "gates": [{"metric": "f1", "maxRelativeDrop": 0.05}],
+             "steps": [{"weight": 50, "duration": "1s"}, {"weight": 100, "duration": "1s"}]},
+        ],
+        "serving": {"replicas": 4},
+        "analysis": {
+            "prometheus": {"url": prometheus_url, "timeout": "2s"},
+            "interval": "1s", "failureLimit": 0, "inconclusiveLimit": 3, "minSampleCount": 5,
+            "checks": [
+                {"name": "errors", "query": 'error_rate{track="{{ track }}",version="{{ version }}"}', "max": 0.05,
+                 "sampleQuery": 'requests{track="{{ track }}"}'},
+                {"name": "latency", "query": 'latency_p99{track="{{ track }}"}', "maxRatio": 1.5},
+            ],
+        },
+    }
+    spec.update(overrides)
+    return spec
+
+
+class Harness:
+    """The cluster, the scripted world around it, and the operator process."""
+
+    def __init__(self, server: EmbeddedApiServer, kubeconfig: pathlib.Path, prometheus: FakePrometheus,
+                 training: TrainingScript, rollout: ScriptedRollout, logdir: pathlib.Path):
+        self.server, self.kubeconfig, self.prometheus = server, kubeconfig, prometheus
+        self.training, self.rollout, self.logdir = training, rollout, logdir
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.batch = kubernetes.client.BatchV1Api(api)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    # The operator process.
+    def start_operator(self) -> None:
+        self.starts += 1
+        log = open(self.logdir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 - lives with the process
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelrelease", "run", "-A", "--verbose"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def kill_operator(self) -> None:
+        """SIGKILL: no cleanup, no last status patch; whatever it knew must be in the resource."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def restart_operator(self) -> None:
+        self.kill_operator()
+        self.start_operator()
+
+    def operator_log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("operator-*.log")))
+
+    # The resources.
+    def apply(self, name: str, spec: dict[str, Any], namespace: str = "default") -> None:
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRelease",
+            "metadata": {"name": name, "namespace": namespace}, "spec": copy.deepcopy(spec)})
+
+    def get(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def patch_spec(self, name: str, spec_patch: dict[str, Any], namespace: str = "default") -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec_patch})
+
+    def status(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return self.get(name, namespace).get("status") or {}
+
+    def wait_phase(self, name: str, *phases: str, namespace: str = "default", timeout: float = WAIT) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name, namespace)
+            return status if status.get("phase") in phases else None
+        try:
+            return wait_for(reached, f"{name} to reach {phases}", timeout)
+        except pytest.fail.Exception:
+            print(self.operator_log()[-4000:])
+            print(self.status(name, namespace))
+            raise
+
+    def jobs(self, namespace: str = "default") -> list[str]:
+        return sorted(j.metadata.name for j in self.batch.list_namespaced_job(namespace).items)
+
+    def deployment(self, name: str, namespace: str = "default") -> Any:
+        return self.apps.read_namespaced_deployment(name, namespace)
+
+    def events(self, namespace: str = "default") -> list[Any]:
+        return self.core.list_namespaced_event(namespace).items
+
+    def reasons(self, namespace: str = "default") -> list[str]:
+        return [e.reason for e in sorted(self.events(namespace), key=lambda e: e.metadata.creation_timestamp)]
+
+
+@pytest.fixture
+def harness(tmp_path: pathlib.Path) -> Iterator[Harness]:
+    training = TrainingScript()
+    rollout = ScriptedRollout(ready_delay=0.1)
+    server = EmbeddedApiServer(controllers=[ControllerEmulator(ScriptedExecutor(training), rollout)])
+    server.start()
+    prometheus = FakePrometheus().start()
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    harness = Harness(server, kubeconfig, prometheus, training, rollout, tmp_path)
+    healthy(prometheus)
+    try:
+        kubernetes.client.ApiextensionsV1Api(
+            kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        ).create_custom_resource_definition(build_crd())
+        harness.start_operator()
+        yield harness
+    finally:
+        harness.kill_operator()
+        prometheus.stop()
+        server.stop()
+
+
+def healthy(prometheus: FakePrometheus) -> None:
+    prometheus.set("error_rate", canary=0.0, stable=0.0)
+    prometheus.set("requests", canary=100.0, stable=100.0)
+    prometheus.set("latency_p99", canary=0.05, stable=0.05)
