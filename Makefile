@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's Prometheus (2.42): the analysis tests start their own on 127.0.0.1.
+# Debian's Prometheus (2.42): the analysis tests start their own on 127.0.0.1 (openssl makes their
+# TLS certificates).
 prometheus:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus openssl >/dev/null; }
 
 test: $(STAMP) prometheus
 	$(PY) -m pytest -q

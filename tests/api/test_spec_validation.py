@@ -121,3 +121,23 @@ def test_corrupted_valid_specs_never_crash(corruptions):
             node[path[-1]] = value
     with contextlib.suppress(InvalidSpecError):
         parse_spec(raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda r: r["analysis"]["prometheus"].update(
+            bearerTokenSecretRef={"name": "t", "key": "k"}, basicAuth={"secretName": "b"}),
+         "set bearerTokenSecretRef or basicAuth, not both"),
+        (lambda r: r["analysis"]["prometheus"].update(
+            insecureSkipVerify=True, caSecretRef={"name": "ca", "key": "ca.pem"}), "would ignore caSecretRef"),
+        (lambda r: r["analysis"]["prometheus"].update(timeout="0s"), "timeout must be above 0s"),
+        (lambda r: r["analysis"]["checks"].append({"name": "x", "query": "up", "min": 2, "max": 1}),
+         "min (2.0) is above max (1.0)"),
+        (lambda r: r["analysis"]["checks"].append({"name": "x", "query": "up", "minRatio": 2, "maxRatio": 1}),
+         "minRatio (2.0) is above maxRatio (1.0)"),
+        (lambda r: r.update(actions={"abort": ""}), "spec.actions.abort: String should have at least 1 character"),
+    ],
+)
+def test_analysis_and_action_rules(change, expected):
+    assert expected in problems_of(mutated(change))

@@ -161,3 +161,8 @@ def test_relative_bounds_are_skipped_when_stable_serves_nothing():
     assert at_full_weight.verdict == "Pass" and "relative bounds skipped" in at_full_weight.reason
     assert judge(check, Measurement("c", canary=5.0, stable=None), 0, stable_serving=False).verdict == "Fail"
     assert judge(check, Measurement("c", canary=0.5, stable=None), 0).verdict == "Inconclusive"
+
+
+def test_alternating_errors_and_quiet_traffic_still_pause():
+    _, outcomes = _run("IEIEIEIE", inconclusiveLimit=3, consecutiveErrorLimit=3)
+    assert "pause" in outcomes

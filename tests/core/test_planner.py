@@ -156,9 +156,10 @@ def test_retry_resumes_an_analysis_pause():
 def test_errors_pause_and_never_count_as_success():
     world = World.of()
     world.run_until({"Progressing"})
+    successes = world.status.analysis.successes
     world.metrics = {k: Measurement(k, error="prometheus unreachable") for k in ("errors", "latency")}
     world.run_until({"Paused"})
-    assert world.status.analysis.successes == 1 or world.status.analysis.successes == 0
+    assert world.status.analysis.successes == successes and not world.status.analysis.last_run_passed
     assert world.status.analysis.consecutive_errors == 5
     assert world.status.phase == "Paused"
 
@@ -380,3 +381,40 @@ def test_weight_100_step_promotes_although_stable_has_no_traffic_to_compare():
             break
         world.wait(15)
     assert world.status.phase == "Released"
+
+
+def test_request_ids_present_at_creation_are_recorded_not_acted_on():
+    raw = base_spec(actions={"abort": "left-over", "promoteFull": "old"})
+    world = World.of(raw)
+    world.step()
+    assert world.status.phase == "Training"
+    assert world.status.handled_actions.abort == "left-over"
+    assert "ActionHandled" not in world.reasons()
+
+
+def test_promote_out_of_an_analysis_pause_starts_the_streaks_afresh():
+    world = World.of()
+    world.run_until({"Progressing"})
+    world.metrics = dict(QUIET)
+    world.run_until({"Paused"})
+    _act(world, promote="p1")
+    world.step()
+    assert world.status.analysis.inconclusive == 0 and world.status.pause_reason is None
+
+
+def test_query_errors_pause_with_their_own_reason():
+    world = World.of()
+    world.run_until({"Progressing"})
+    world.metrics = {k: Measurement(k, error="unreachable") for k in ("errors", "latency")}
+    world.run_until({"Paused"})
+    assert world.status.pause_reason == "AnalysisErrors" and "AnalysisErrors" in world.reasons()
+
+
+def test_abort_deletes_a_job_created_but_not_yet_observed():
+    world = World.of()
+    world.run_until_training(1)
+    name = world.status.stages[1].job_name
+    world.jobs.pop(name)  # the create is not visible yet
+    _act(world, abort="a1")
+    result = world.step()
+    assert any(type(a).__name__ == "DeleteJob" and a.name == name for a in result.actions)

@@ -84,12 +84,12 @@ class Harness:
         self.starts = 0
 
     # The operator process.
-    def start_operator(self) -> None:
+    def start_operator(self, *extra: str) -> None:
         self.starts += 1
         log = open(self.logdir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 - lives with the process
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelrelease", "run", "-A", "--verbose"],
+            [sys.executable, "-m", "modelrelease", "run", "-A", "--verbose", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def kill_operator(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from modelrelease.api import parse_spec
+from modelrelease.core.naming import job_name, spec_hash
 from tests.operator.conftest import Harness, release_spec, wait_for
 
 
@@ -53,8 +55,10 @@ def test_killed_in_every_phase_the_operator_resumes_to_the_same_outcome(harness:
     phase, history, jobs = _outcome(harness)
     assert phase == "Released" and harness.starts > 5
     kinds = {p[0] for p in seen}
-    assert {"Training", "Progressing"} <= kinds
-    assert len(jobs) == 3, jobs  # exactly one Job per stage attempt
+    assert {"Training", "Progressing", "Promoting"} <= kinds
+    # Exactly the Jobs an uninterrupted run makes: one per stage attempt, same deterministic names.
+    spec = parse_spec(harness.get("digits")["spec"])
+    assert jobs == sorted(job_name("digits", s.name, 1, 1, spec_hash(spec)) for s in spec.stages)
     assert [stage for stage, _ in history] == ["warmup", "full"]
 
 
@@ -120,3 +124,28 @@ def test_idle_and_per_step_write_economy(harness: Harness):
     idle = _writes(harness)
     print(f"idle 5 s after release: {len(idle)} writes")
     assert idle == [], [(r.method, r.path) for r in idle]
+
+
+def test_liveness_endpoint_and_json_logs(harness: Harness):
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    harness.kill_operator()
+    harness.start_operator("--log-format", "json", "--liveness", f"http://127.0.0.1:{port}/healthz")
+
+    def alive() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    wait_for(alive, "the liveness endpoint")
+    harness.apply("digits", release_spec(harness.prometheus.url))
+    harness.wait_phase("digits", "Released")
+    lines = [line for line in harness.operator_log().splitlines() if line.startswith("{")]
+    assert lines and all("message" in json.loads(line) for line in lines)

@@ -213,6 +213,16 @@ class PrometheusSpec(WireModel):
     """A CA bundle (PEM) for https."""
     insecure_skip_verify: bool = False
 
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> PrometheusSpec:
+        if self.bearer_token_secret_ref is not None and self.basic_auth is not None:
+            raise ValueError("set bearerTokenSecretRef or basicAuth, not both")
+        if self.insecure_skip_verify and self.ca_secret_ref is not None:
+            raise ValueError("insecureSkipVerify would ignore caSecretRef; set one of them")
+        if parse_duration(self.timeout).total_seconds() <= 0:
+            raise ValueError("timeout must be above 0s, e.g. 10s")
+        return self
+
 
 class AnalysisCheck(WireModel):
     name: Annotated[str, dns_label(40)]
@@ -244,6 +254,10 @@ class AnalysisCheck(WireModel):
             v is None for v in (self.min, self.max, self.min_ratio, self.max_ratio)
         ):
             raise ValueError("a check needs min, max, minRatio or maxRatio")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}); no value could pass")
+        if self.min_ratio is not None and self.max_ratio is not None and self.min_ratio > self.max_ratio:
+            raise ValueError(f"minRatio ({self.min_ratio}) is above maxRatio ({self.max_ratio}); no value could pass")
         return self
 
 
@@ -273,8 +287,11 @@ class AnalysisSpec(WireModel):
         return self
 
 
+RequestId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class UndoAction(WireModel):
-    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    request_id: RequestId
     to_version: Annotated[str, Field(min_length=1)]
     """A version id from status.history (or a unique prefix of one)."""
 
@@ -282,13 +299,13 @@ class UndoAction(WireModel):
 class Actions(WireModel):
     """One-shot requests. Each is a request id; a new id asks again, the same id is a no-op."""
 
-    promote: str | None = None
+    promote: RequestId | None = None
     """Finish the current step now."""
-    promote_full: str | None = None
+    promote_full: RequestId | None = None
     """Skip the remaining steps and stages: the canary becomes stable."""
-    abort: str | None = None
+    abort: RequestId | None = None
     """Roll back: canary to zero, stable to all replicas."""
-    retry: str | None = None
+    retry: RequestId | None = None
     """Start the current stage again after a rollback, or resume an analysis pause."""
     undo: UndoAction | None = None
     """Make a kept version stable again."""

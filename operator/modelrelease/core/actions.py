@@ -5,7 +5,6 @@ from __future__ import annotations
 from modelrelease.api.status import AnalysisRecord, ModelVersion, StageRecord
 from modelrelease.core import stages
 from modelrelease.core.draft import Draft
-from modelrelease.core.model import DeleteJob
 
 _IN_FLIGHT = ("Pending", "Training", "Progressing", "Paused", "Promoting")
 
@@ -67,10 +66,7 @@ def _undo(draft: Draft) -> str | None:
 
 
 def _stop_training(draft: Draft) -> None:
-    record = draft.record
-    job = draft.observed.jobs.get(record.job_name or "")
-    if record.phase == "Training" and job is not None and job.phase == "Active":
-        draft.actions.append(DeleteJob(name=job.name))
+    if stages.stop_active_job(draft):
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message="stopped by request")
 
 
@@ -112,7 +108,8 @@ def _promote(draft: Draft) -> str | None:
         return "no canary step to finish"
     if status.phase not in ("Progressing", "Paused"):
         return f"cannot finish a step in phase {status.phase}"
-    draft.set(pause_reason=None)
+    streaks = status.analysis.model_copy(update={"inconclusive": 0, "consecutive_errors": 0})
+    draft.set(pause_reason=None, analysis=streaks)
     stages.advance_step(draft)
     return None
 

@@ -5,8 +5,9 @@ Semantics (per canary version):
   query below minSampleCount), no data, or stable without data for a relative bound.
   Error: the query could not be answered (Prometheus down, 5xx, several series).
 - A run's verdict is the worst of its checks: Fail > Error > Inconclusive > Pass.
-- failures > failureLimit rolls back; consecutive inconclusive runs > inconclusiveLimit pause;
-  consecutive error runs > consecutiveErrorLimit pause. An error never counts as success.
+- failures > failureLimit rolls back; inconclusive runs > inconclusiveLimit pause, and so do error
+  runs > consecutiveErrorLimit, each counted since the last decisive (pass or fail) run.
+  An error never counts as success.
 """
 
 from __future__ import annotations
@@ -129,8 +130,11 @@ def tally(
     """Count one run into the record and say what it means for the release."""
     verdict = run_verdict(results)
     failures = record.failures + (verdict == "Fail")
-    inconclusive = record.inconclusive + 1 if verdict == "Inconclusive" else 0
-    errors = record.consecutive_errors + 1 if verdict == "Error" else 0
+    # Only a decisive run (pass or fail) ends a streak: runs that alternate between errors and
+    # too little traffic must still reach a limit and pause, never idle forever.
+    decisive = verdict in ("Pass", "Fail")
+    inconclusive = 0 if decisive else record.inconclusive + (verdict == "Inconclusive")
+    errors = 0 if decisive else record.consecutive_errors + (verdict == "Error")
     updated = record.model_copy(
         update=dict(
             last_run_at=now,

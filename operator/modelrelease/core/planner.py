@@ -10,11 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 
 from modelrelease.api.spec import ModelReleaseSpec
-from modelrelease.api.status import TERMINAL_PHASES, AnalysisRecord, ModelReleaseStatus, StageRecord
+from modelrelease.api.status import (
+    TERMINAL_PHASES,
+    AnalysisRecord,
+    HandledActions,
+    ModelReleaseStatus,
+    StageRecord,
+)
 from modelrelease.core import analysis, stages
 from modelrelease.core.actions import handle_actions
 from modelrelease.core.draft import Draft
-from modelrelease.core.model import DeleteJob, Observations, Plan
+from modelrelease.core.model import Observations, Plan
 from modelrelease.core.naming import spec_hash
 from modelrelease.core.serving import converge_serving, requeue_after, update_conditions
 
@@ -52,12 +58,14 @@ def _follow_spec(draft: Draft) -> None:
     if previous == digest:
         return
     if previous is not None:
-        _drop_active_job(draft)
+        stages.stop_active_job(draft)
         draft.event(
             "SpecChanged",
             "the spec changed: the canary is withdrawn and the release starts again from stage "
             f"{draft.spec.stages[0].name} against the current stable model",
         )
+    if previous is None:
+        _adopt_present_actions(draft)
     draft.set(
         spec_hash=digest,
         run=draft.status.run + 1,
@@ -75,6 +83,16 @@ def _follow_spec(draft: Draft) -> None:
     )
 
 
+def _adopt_present_actions(draft: Draft) -> None:
+    """Request ids in a brand-new release were meant for an earlier object (a manifest re-applied
+    by Argo CD, a copied example): record them as handled so they never fire on creation."""
+    requested = draft.spec.actions
+    draft.set(handled_actions=HandledActions(
+        promote=requested.promote, promote_full=requested.promote_full, abort=requested.abort,
+        retry=requested.retry, undo=requested.undo.request_id if requested.undo else None,
+    ))
+
+
 def _recover_from_invalid(draft: Draft) -> None:
     """The spec is valid again (the runtime never plans an invalid one): carry on where it was."""
     if draft.status.phase != "Invalid":
@@ -86,15 +104,6 @@ def _recover_from_invalid(draft: Draft) -> None:
         draft.set(phase=stages.active_phase(draft))
     draft.set(message="the spec is valid again")
     draft.event("SpecValid", "the spec is valid again")
-
-
-def _drop_active_job(draft: Draft) -> None:
-    if not draft.status.stages:
-        return
-    record = draft.record
-    job = draft.observed.jobs.get(record.job_name or "")
-    if record.phase == "Training" and job is not None and job.phase == "Active":
-        draft.actions.append(DeleteJob(name=job.name))
 
 
 def _follow_pause(draft: Draft) -> None:
@@ -154,16 +163,17 @@ def _judge_analysis(draft: Draft) -> bool:
         )
         return False
     if outcome == "pause":
-        why = (
-            f"{record.inconclusive} inconclusive runs in a row > inconclusiveLimit {spec.inconclusive_limit}"
-            if record.inconclusive > spec.inconclusive_limit
-            else f"{record.consecutive_errors} runs in a row with query errors > "
-            f"consecutiveErrorLimit {spec.consecutive_error_limit}"
-        )
+        if record.inconclusive > spec.inconclusive_limit:
+            reason = "InconclusiveAnalysis"
+            why = f"{record.inconclusive} inconclusive runs > inconclusiveLimit {spec.inconclusive_limit}"
+        else:
+            reason = "AnalysisErrors"
+            why = (f"{record.consecutive_errors} runs with query errors > "
+                   f"consecutiveErrorLimit {spec.consecutive_error_limit}")
         last = "; ".join(f"{r.name}: {r.reason}" for r in results if r.verdict != "Pass")
         message = f"analysis paused: {why} ({last}); use actions.retry, promote or abort"
-        draft.set(phase="Paused", pause_reason="InconclusiveAnalysis", message=message)
-        draft.event("AnalysisInconclusive", message, "Warning")
+        draft.set(phase="Paused", pause_reason=reason, message=message)
+        draft.event(reason, message, "Warning")
         return False
     return True
 

@@ -251,12 +251,23 @@ def finish_promotion_when_done(draft: Draft) -> None:
     draft.event("Released", f"{released.name} is stable on all {total} replicas")
 
 
+def stop_active_job(draft: Draft) -> bool:
+    """Delete the current stage's Job if it may still run (also when created but not yet seen)."""
+    if not draft.status.stages:
+        return False
+    record = draft.record
+    if record.phase != "Training" or not record.job_name:
+        return False
+    job = draft.observed.jobs.get(record.job_name)
+    if job is not None and job.phase != "Active":
+        return False
+    draft.actions.append(DeleteJob(name=record.job_name))
+    return True
+
+
 def roll_back(draft: Draft, reason: str, message: str, **details: Any) -> None:
     """Withdraw the canary: canary to zero, stable to all replicas; the reason stays in status."""
-    record = draft.record
-    job = draft.observed.jobs.get(record.job_name or "")
-    if record.phase == "Training" and job is not None and job.phase == "Active":
-        draft.actions.append(DeleteJob(name=job.name))
+    if stop_active_job(draft):
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
     stage = draft.spec.stages[draft.status.stage_index].name
     draft.fail(reason, message, stage=stage, **details)
