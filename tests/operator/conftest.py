@@ -20,6 +20,7 @@ from modelrelease.api.crd import build_crd
 from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.outcomes import ScriptedExecutor, ScriptedRollout
+from tests.core.world import base_spec
 from tests.operator.fakes import FakePrometheus, TrainingScript
 
 T = TypeVar("T")
@@ -38,33 +39,21 @@ def wait_for(condition: Callable[[], T], message: str, timeout: float = WAIT) ->
         time.sleep(0.1)
 
 
-def release_spec(prometheus_url: str, **overrides: Any) -> dict[str, Any]:
-    """Three stages with short steps; analysis every second on two scripted checks."""
-    spec: dict[str, Any] = {
-        "model": {"name": "digits", "storage": {"hostPath": {"path": "/srv/models"}}},
-        "training": {"backoffLimit": 0},
-        "stages": [
-            {"name": "warmup", "training": {"data": "sklearn:digits?fraction=0.3"},
-             "gates": [{"metric": "accuracy", "min": 0.8}], "steps": [{"weight": 10, "duration": "1s"}]},
-            {"name": "grow", "training": {"data": "sklearn:digits?fraction=0.6", "optimizer": {"name": "adamw"}},
-             "gates": [{"metric": "accuracy", "min": 0.8, "maxDrop": 0.05}],
-             "steps": [{"weight": 10, "duration": "1s"}, {"weight": 50, "duration": "1s"}]},
-            {"name": "full", "training": {"data": "sklearn:digits"},
-             "gates": [{"metric": "f1", "maxRelativeDrop": 0.05}],
-             "steps": [{"weight": 50, "duration": "1s"}, {"weight": 100, "duration": "1s"}]},
+def release_spec(prometheus_url: str) -> dict[str, Any]:
+    """The planner tests' three-stage spec with one-second steps and scripted checks every second."""
+    spec = base_spec(serving={"replicas": 4}, training={"backoffLimit": 0})
+    for stage in spec["stages"]:
+        for step in stage["steps"]:
+            step["duration"] = "1s"
+    spec["analysis"] = {
+        "prometheus": {"url": prometheus_url, "timeout": "2s"},
+        "interval": "1s", "failureLimit": 0, "inconclusiveLimit": 3, "minSampleCount": 5,
+        "checks": [
+            {"name": "errors", "query": 'error_rate{track="{{ track }}",version="{{ version }}"}', "max": 0.05,
+             "sampleQuery": 'requests{track="{{ track }}"}'},
+            {"name": "latency", "query": 'latency_p99{track="{{ track }}"}', "maxRatio": 1.5},
         ],
-        "serving": {"replicas": 4},
-        "analysis": {
-            "prometheus": {"url": prometheus_url, "timeout": "2s"},
-            "interval": "1s", "failureLimit": 0, "inconclusiveLimit": 3, "minSampleCount": 5,
-            "checks": [
-                {"name": "errors", "query": 'error_rate{track="{{ track }}",version="{{ version }}"}', "max": 0.05,
-                 "sampleQuery": 'requests{track="{{ track }}"}'},
-                {"name": "latency", "query": 'latency_p99{track="{{ track }}"}', "maxRatio": 1.5},
-            ],
-        },
     }
-    spec.update(overrides)
     return spec
 
 
