@@ -1,0 +1,104 @@
+{{/* Names, labels and the RBAC rules, shared by the templates. */}}
+
+{{- define "mro.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name; the chart name is not repeated when the release name contains it. */}}
+{{- define "mro.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mro.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mro.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mro.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mro.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: model-release-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "mro.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mro.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mro.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does in the namespaces it serves, and nothing more (docs/install.md explains each
+rule; tests/chart checks them against the requests of a real operator run).
+*/}}
+{{- define "mro.namespacedRules" -}}
+# ModelReleases: kopf lists and watches them, patches finalizers and its progress annotations; the
+# reconcile loop reads one by name.
+- apiGroups: ["modelrelease.io"]
+  resources: ["modelreleases"]
+  verbs: ["get", "list", "watch", "patch"]
+# The status, written by the reconcile loop (merge patch with the resourceVersion read).
+- apiGroups: ["modelrelease.io"]
+  resources: ["modelreleases/status"]
+  verbs: ["patch"]
+# Training Jobs: created per stage, read back when a create answers 409, listed by label, watched to
+# wake the release up, deleted when a running stage is aborted or rolled back.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch", "delete"]
+# The Jobs' pods: termination messages carry the training result and the exit reason.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# The stable and canary Deployments: created, adopted on 409, listed by label, watched, scaled and
+# updated by merge patch.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["create", "get", "list", "watch", "patch"]
+# The Service in front of both Deployments: created once, adopted on 409, listed by label.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "get", "list"]
+# Events on ModelReleases (kopf posts core/v1 Events; it never patches them).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if .Values.rbac.readSecrets }}
+# Prometheus credentials and CA bundles named in spec.analysis.prometheus.
+- apiGroups: [""]
+  resources: ["secrets"]
+  {{- with .Values.rbac.secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: ["get"]
+{{- end }}
+{{- end -}}
+
+{{/* kopf's cluster-level observation: CRDs (to notice upgrades) and, when namespaces are listed, namespaces. */}}
+{{- define "mro.crdRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
+{{- define "mro.namespaceRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end -}}
