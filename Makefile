@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := local,trainer,test,lint
 
-.PHONY: help venv prometheus test test-fast lint crds check-crds demo bench clean
+.PHONY: help venv prometheus test lint crds demo bench image clean
 
 help:
 	@echo "make demo   - a whole staged release on this machine (embedded default)"
@@ -40,14 +40,19 @@ lint: $(STAMP)
 
 crds: $(STAMP)
 	$(PY) -m modelrelease.api > crds/modelrelease.io_modelreleases.yaml
+	cp crds/modelrelease.io_modelreleases.yaml charts/model-release-operator/crds/
 
 demo: $(STAMP) prometheus
 	@echo "make demo is not available yet: the embedded default (local API server, executor," >&2
 	@echo "real training and serving) is still being built. 'make test' runs what exists." >&2
 	@exit 2
 
+image:
+	docker build -f operator.Dockerfile -t ghcr.io/modelrelease/operator:0.1.0 .
+	docker build -t ghcr.io/modelrelease/trainer:0.1.0 trainer_image
+
 bench: $(STAMP) prometheus
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-helm .pytest_cache .mypy_cache .ruff_cache
