@@ -112,3 +112,21 @@ def test_jobs_and_pods(kubectl: Kubectl, tmp_path: pathlib.Path, outcomes: dict[
     assert kubectl('get', 'jobs', '-l', 'release=r1', '-o', 'name').stdout.split() == ['job.batch/train']
     kubectl('delete', 'job', 'train')
     wait_for(lambda: 'No resources found' in kubectl('get', 'pods').stderr, message='the pods to be collected')
+
+
+def test_get_watch_prints_rows_with_the_printer_columns(kubeconfig: pathlib.Path, widgets_crd: dict,
+                                                        custom) -> None:
+    custom.create_namespaced_custom_object('example.com', 'v1', 'default', 'widgets', {
+        'apiVersion': 'example.com/v1', 'kind': 'Widget', 'metadata': {'name': 'w1'}, 'spec': {'size': 3}})
+    watching = subprocess.Popen(['kubectl', '--kubeconfig', str(kubeconfig), 'get', 'widgets', '-w'],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert watching.stdout is not None
+        assert watching.stdout.readline().split() == ['NAME', 'SIZE', 'PHASE', 'AGE']
+        assert watching.stdout.readline().split()[:2] == ['w1', '3']
+        custom.patch_namespaced_custom_object_status('example.com', 'v1', 'default', 'widgets', 'w1',
+                                                     {'status': {'phase': 'Grown'}})
+        assert watching.stdout.readline().split()[:3] == ['w1', '3', 'Grown']
+    finally:
+        watching.kill()
+        watching.wait()

@@ -254,7 +254,13 @@ class ApiRequestHandler:
             await response.prepare(request)
             self.requests.append(RequestRecord(**record_base, status=200))
             async with asyncio.timeout(timeout):
+                as_table = tables.wants_table(request.headers.get('Accept'))
                 async for kind, obj in watcher:
+                    if as_table and kind != 'BOOKMARK':
+                        # `kubectl get -w` asks for rows: each event carries a one-row Table.
+                        version = (obj.get('metadata') or {}).get('resourceVersion', '')
+                        obj = tables.render_table(resource, [obj], include_object=query.get('includeObject'),
+                                                  resource_version=version)
                     await response.write(json.dumps({'type': kind, 'object': obj}).encode() + b'\n')
         except (TimeoutError, ConnectionError):
             pass
