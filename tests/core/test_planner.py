@@ -418,3 +418,20 @@ def test_abort_deletes_a_job_created_but_not_yet_observed():
     _act(world, abort="a1")
     result = world.step()
     assert any(type(a).__name__ == "DeleteJob" and a.name == name for a in result.actions)
+
+
+def test_serving_and_analysis_changes_apply_in_place_without_retraining():
+    world = World.of()
+    world.run_until({"Released"})
+    jobs, run = list(world.created_jobs), world.status.run
+    raw = base_spec()
+    raw["serving"] = {"replicas": 12, "image": "registry.example/server:2"}
+    raw["analysis"]["interval"] = "1m"
+    world.spec = World.of(raw).spec
+    world.step()
+    world.settle()
+    assert world.status.phase == "Released" and world.status.run == run and world.created_jobs == jobs
+    assert world.replicas() == (12, 0)
+    from modelrelease.core.naming import serving_hash
+    assert world.deployments["stable"].serving_hash == serving_hash(world.spec)
+    assert "SpecChanged" not in world.reasons()[-3:]

@@ -24,6 +24,7 @@ from modelrelease.core.model import (
     Observations,
     Plan,
 )
+from modelrelease.core.naming import serving_hash
 from modelrelease.core.planner import analysis_due, plan
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
@@ -119,7 +120,10 @@ class World:
                 seen = self.deployments.get(action.track)
                 version = action.version.id if action.version else (seen.version if seen else None)
                 ready = action.replicas if self.instant_ready else 0
-                self.deployments[action.track] = DeploymentObservation(action.track, version, action.replicas, ready)
+                # A version in the action means the pod template was rebuilt from the current spec.
+                settings = serving_hash(self.spec) if action.version else (seen.serving_hash if seen else None)
+                self.deployments[action.track] = DeploymentObservation(
+                    action.track, version, action.replicas, ready, settings)
             elif isinstance(action, EnsureService):
                 self.service = True
             elif isinstance(action, EmitEvent):

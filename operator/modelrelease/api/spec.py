@@ -17,6 +17,9 @@ DEFAULT_IMAGE = "ghcr.io/modelrelease/trainer:0.1.0"
 GATE_METRICS = ("accuracy", "precision", "recall", "f1", "loss")
 LOWER_IS_BETTER = frozenset({"loss"})
 CONTROL_FIELDS = frozenset({"paused", "actions"})
+# What a model version is made of: a change here trains and releases again from the first stage.
+# Everything else (serving, analysis, history, control fields) takes effect in place.
+RELEASE_FIELDS = ("model", "training", "stages")
 
 
 class PvcStorage(WireModel):

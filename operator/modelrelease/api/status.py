@@ -132,7 +132,7 @@ class ModelReleaseStatus(StatusModel):
     """Counts the starts of this release (one more per spec change); part of Job names, so a spec
     that changes back never meets the Jobs of an earlier run."""
     spec_hash: str | None = None
-    """Hash of the spec without its control fields; a change restarts the release."""
+    """Hash of model, training and stages; a change restarts the release."""
     current_stage: str | None = None
     """Name of the stage at stageIndex (for printer columns)."""
     stage_index: int = 0

@@ -30,6 +30,8 @@ class DeploymentObservation:
     replicas: int
     ready: int
     """Pods ready at the current template (0 until the Deployment controller has caught up)."""
+    serving_hash: str | None = None
+    """The serving settings its pod template was built from (see core.naming.serving_hash)."""
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
-from modelrelease.api.spec import CONTROL_FIELDS, ModelReleaseSpec
+from modelrelease.api.spec import RELEASE_FIELDS, ModelReleaseSpec
+
+
+def _digest(content: Any) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def spec_hash(spec: ModelReleaseSpec) -> str:
-    """Hash of everything but the control fields: a change here restarts the release."""
-    content = {k: v for k, v in spec.model_dump(mode="json").items() if k not in CONTROL_FIELDS}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """Hash of what makes the model (model, training, stages): a change here restarts the release."""
+    dumped = spec.model_dump(mode="json")
+    return _digest({k: dumped[k] for k in RELEASE_FIELDS})
+
+
+def serving_hash(spec: ModelReleaseSpec) -> str:
+    """Hash of what shapes a server pod besides its model version; a change rolls the Deployments."""
+    serving = spec.model_dump(mode="json", include={"serving", "model"})
+    serving["serving"].pop("replicas")
+    return _digest(serving)
 
 
 def _short(*parts: str, length: int = 8) -> str:

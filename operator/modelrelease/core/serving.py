@@ -10,6 +10,7 @@ from modelrelease.core import canary
 from modelrelease.core.conditions import set_condition
 from modelrelease.core.draft import Draft
 from modelrelease.core.model import ApplyDeployment, EnsureService, Track
+from modelrelease.core.naming import serving_hash
 from modelrelease.core.stages import next_analysis_at, step_ends_at
 
 
@@ -32,6 +33,7 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
 
 
 def converge_serving(draft: Draft) -> None:
+    settings = serving_hash(draft.spec)
     for track, (version, replicas) in desired_serving(draft).items():
         seen = draft.observed.deployments.get(track)
         if seen is None:
@@ -39,8 +41,10 @@ def converge_serving(draft: Draft) -> None:
                 draft.actions.append(ApplyDeployment(track, version, replicas))
             continue
         wrong_version = version is not None and seen.version != version.id
-        if wrong_version or seen.replicas != replicas:
-            draft.actions.append(ApplyDeployment(track, version if wrong_version else None, replicas))
+        # New serving settings (image, port, template) roll the pods in place, no retraining.
+        stale = version is not None and seen.serving_hash != settings
+        if wrong_version or stale or seen.replicas != replicas:
+            draft.actions.append(ApplyDeployment(track, version if wrong_version or stale else None, replicas))
     if draft.status.stable is not None and not draft.observed.service_exists:
         draft.actions.append(EnsureService())
 

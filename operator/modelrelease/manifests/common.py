@@ -11,6 +11,7 @@ LABEL_VERSION = "modelrelease.io/version"
 LABEL_STAGE = "modelrelease.io/stage"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_VERSION_ID = "modelrelease.io/version-id"
+ANNOTATION_SERVING_HASH = "modelrelease.io/serving-hash"
 RUN_AS_USER = 10001
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import ModelVersion
-from modelrelease.core.naming import deployment_name
+from modelrelease.core.naming import deployment_name, serving_hash
 from modelrelease.manifests.common import (
+    ANNOTATION_SERVING_HASH,
     ANNOTATION_VERSION_ID,
     LABEL_COMPONENT,
     LABEL_RELEASE,
@@ -74,6 +75,7 @@ def build_deployment(
             "name": deployment_name(release, track),
             "namespace": owner["metadata"].get("namespace"),
             "labels": labels(release, **{LABEL_TRACK: track}),
+            "annotations": {ANNOTATION_SERVING_HASH: serving_hash(spec)},
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": {

@@ -8,7 +8,8 @@ from typing import Any
 from modelrelease.adapters.kubernetes import Cluster
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJob, EmitEvent, EnsureService
-from modelrelease.core.naming import deployment_name
+from modelrelease.core.naming import deployment_name, serving_hash
+from modelrelease.manifests.common import ANNOTATION_SERVING_HASH
 from modelrelease.manifests.job import build_job
 from modelrelease.manifests.serving import build_deployment, build_service, pod_template
 
@@ -45,7 +46,11 @@ def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str,
     created = cluster.create(build_deployment(spec, owner, action.track, action.version, action.replicas))
     wanted_template = pod_template(spec, owner["metadata"]["name"], action.track, action.version)
     current = created.get("spec") or {}
-    if current.get("replicas") != action.replicas or current.get("template") != wanted_template:
-        # One write for both: a new version and its replica count change together.
-        cluster.merge_patch("Deployment", namespace, name,
-                            {"spec": {"replicas": action.replicas, "template": wanted_template}})
+    settings = serving_hash(spec)
+    stale = (created.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_SERVING_HASH) != settings
+    if stale or current.get("replicas") != action.replicas or current.get("template") != wanted_template:
+        # One write for all: a new version or new settings, and the replica count, change together.
+        cluster.merge_patch("Deployment", namespace, name, {
+            "metadata": {"annotations": {ANNOTATION_SERVING_HASH: settings}},
+            "spec": {"replicas": action.replicas, "template": wanted_template},
+        })

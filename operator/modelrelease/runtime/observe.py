@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from modelrelease.core.model import DeploymentObservation, JobObservation
-from modelrelease.manifests.common import ANNOTATION_VERSION_ID, LABEL_TRACK
+from modelrelease.manifests.common import ANNOTATION_SERVING_HASH, ANNOTATION_VERSION_ID, LABEL_TRACK
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -78,4 +78,5 @@ def observe_deployment(deployment: dict[str, Any]) -> DeploymentObservation | No
         version=(template_meta.get("annotations") or {}).get(ANNOTATION_VERSION_ID),
         replicas=int(spec.get("replicas", 1)),
         ready=ready,
+        serving_hash=(meta.get("annotations") or {}).get(ANNOTATION_SERVING_HASH),
     )
