@@ -1,0 +1,130 @@
+"""
+The demo: a whole staged release on the embedded default, watched live, with a report at the end.
+
+:func:`run_demo` starts a :class:`~.stack.LocalStack`, applies the ModelRelease (by default
+``examples/digits-demo.yaml``) with the local Prometheus' address filled in, shows the live view
+until the release is Released, RolledBack or Failed (or the time is up), writes the report
+directory (chart, final ModelRelease, timeline), prints a summary, and stops everything.
+
+The rollback variant makes the last stage's canary faulty: it adds to ``spec.serving.template``
+the annotations that the local runner turns into the reference server's fault injection
+(``local.modelrelease.io/inject-error-rate`` for pods matching
+``local.modelrelease.io/inject-into: track=canary,stage=<last stage>``), so that the error-rate
+check fails and the operator rolls back. The same annotations work in any ModelRelease applied
+to ``modelrelease local up``.
+"""
+import contextlib
+import copy
+import dataclasses
+import datetime
+import pathlib
+import shutil
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from modelrelease.local.report import ReleaseRecorder, summary_table, write_report
+from modelrelease.local.runner import FAULT_SELECTOR
+from modelrelease.local.stack import LocalStack, StackSettings
+from modelrelease.local.view import LiveView, render
+
+__all__ = ['DEMO_RELEASE', 'DemoResult', 'load_release', 'prepare_release', 'run_demo']
+
+DEMO_RELEASE = pathlib.Path(__file__).resolve().parents[3] / 'examples' / 'digits-demo.yaml'
+TERMINAL = ('Released', 'RolledBack', 'Failed')
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    phase: str
+    expected: str
+    release: dict[str, Any]
+    files: dict[str, pathlib.Path]
+    elapsed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.phase == self.expected
+
+
+def load_release(path: pathlib.Path | None = None) -> dict[str, Any]:
+    candidates = [path] if path is not None else [DEMO_RELEASE, pathlib.Path('examples/digits-demo.yaml')]
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            manifest: dict[str, Any] = yaml.safe_load(candidate.read_text())
+            return manifest
+    raise FileNotFoundError(f'no ModelRelease file at {", ".join(str(c) for c in candidates)}')
+
+
+def prepare_release(manifest: Mapping[str, Any], prometheus_url: str, *, rollback: bool = False,
+                    error_rate: float = 0.5) -> dict[str, Any]:
+    """The manifest with the local Prometheus, and for a rollback a faulty last-stage canary."""
+    prepared = copy.deepcopy(dict(manifest))
+    spec = prepared.setdefault('spec', {})
+    spec.setdefault('analysis', {}).setdefault('prometheus', {})['url'] = prometheus_url
+    if rollback:
+        last_stage = spec['stages'][-1]['name']
+        template = spec.setdefault('serving', {}).setdefault('template', {}) or {}
+        spec['serving']['template'] = template
+        annotations = template.setdefault('metadata', {}).setdefault('annotations', {})
+        annotations['local.modelrelease.io/inject-error-rate'] = str(error_rate)
+        annotations[FAULT_SELECTOR] = f'track=canary,stage={last_stage}'
+    return prepared
+
+
+def _fresh_state(state_dir: pathlib.Path) -> None:
+    """A demo starts clean: no models, logs or metrics of an earlier run (only our own folders go)."""
+    for part in ('artifacts', 'prometheus', 'logs'):
+        shutil.rmtree(state_dir / part, ignore_errors=True)
+
+
+def default_report_dir(name: str, rollback: bool) -> pathlib.Path:
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    return pathlib.Path('reports') / f"{stamp}-{name}{'-rollback' if rollback else ''}"
+
+
+def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = None, rollback: bool = False,
+             report_dir: pathlib.Path | None = None, console: Console | None = None, live: bool = True,
+             timeout: float = DEFAULT_TIMEOUT) -> DemoResult:
+    """Run one release to its end on a fresh local stack; see the module's documentation."""
+    settings = settings or StackSettings(state_dir=pathlib.Path('.modelrelease-local') / 'demo')
+    console = console or Console()
+    meta = manifest.get('metadata') or {}
+    namespace, name = meta.get('namespace') or 'default', meta['name']
+    report_dir = report_dir or default_report_dir(name, rollback)
+    _fresh_state(settings.state_dir)
+    with LocalStack(settings) as stack:
+        recorder = ReleaseRecorder(lambda: stack.get_release(namespace, name))
+        stack.apply_release(prepare_release(manifest, stack.prometheus_url, rollback=rollback))
+        recorder.start()
+        started = time.monotonic()
+        view = LiveView(console) if live else contextlib.nullcontext()
+        try:
+            with view:
+                while True:
+                    release = recorder.latest
+                    phase = ((release or {}).get('status') or {}).get('phase')
+                    if isinstance(view, LiveView):
+                        view.update(release, elapsed=time.monotonic() - started, progress=stack.executor.progress(),
+                                    traffic=stack.traffic.stats if stack.traffic else None)
+                    if phase in TERMINAL or time.monotonic() - started > timeout:
+                        break
+                    if not stack.operator_alive() and stack.settings.operator:
+                        console.print(f'[red]The operator exited; see {stack.operator_log}[/red]')
+                        break
+                    time.sleep(0.5)
+        finally:
+            recorder.stop()
+        elapsed = time.monotonic() - started
+        release = dict(recorder.latest or {'metadata': {'name': name}})
+        files = write_report(report_dir, release, recorder.samples)
+    if not live:
+        console.print(render(release, elapsed=elapsed))
+    console.print(summary_table(release, elapsed))
+    console.print(f'Report: {report_dir}/ (chart.png, modelrelease.yaml, timeline.json)')
+    phase = (release.get('status') or {}).get('phase') or 'Pending'
+    return DemoResult(phase, 'RolledBack' if rollback else 'Released', release, files, elapsed)

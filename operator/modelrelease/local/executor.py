@@ -1,0 +1,202 @@
+"""
+Run each Job's Pod as a real local process: the trainer container's command, args and env.
+
+The image is not pulled or run: every image is taken to be the trainer image, whose entrypoint is
+``python -m modelrelease_trainer``. A container without ``command`` runs that entrypoint with its
+args; a ``command`` that starts with ``python``/``python3``/``python3.X`` runs with this machine's
+interpreter; any other command is run as given and must exist on this machine (exit code 127 and a
+termination message say so when it does not).
+
+Paths are rewritten between the container's view and this machine's (see :mod:`.volumes`). The
+termination message is written to a private file and read back when the process ends, with local
+paths turned back into container paths: the operator records ``artifactPath`` from it and later
+hands it to a Deployment as MODEL_PATH, which the local runner maps to this machine again.
+"""
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from modelrelease.local.outcomes import JobOutcome
+from modelrelease.local.volumes import PathMap, pod_path_map
+
+__all__ = ['ProcessJobExecutor', 'TrainingProgress', 'process_environment', 'run_command']
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TERMINATION_PATH = '/dev/termination-log'
+MESSAGE_LIMIT = 4096  # bytes of a container's termination message, as the kubelet keeps
+LOG_FALLBACK_LINES = 80  # FallbackToLogsOnError: the kubelet's tail of the log
+# What a process needs from this machine to run at all (a container brings its own).
+INHERITED_ENV = ('PATH', 'LANG', 'LC_ALL', 'LC_CTYPE', 'PYTHONPATH', 'VIRTUAL_ENV', 'SYSTEMROOT')
+POLL_INTERVAL = 0.1
+_PYTHON = re.compile(r'python(\d+(\.\d+)?)?')
+_EPOCH = re.compile(r'^Epoch (\d+)/(\d+)\s*$')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingProgress:
+    """What a running trainer's log says about its progress (Keras prints ``Epoch n/m``)."""
+
+    namespace: str
+    job: str
+    epoch: int
+    epochs: int
+    last_line: str
+
+
+def run_command(container: Mapping[str, Any], python: str) -> list[str]:
+    """The local command line for a trainer-image container, before path rewriting."""
+    command = list(container.get('command') or [])
+    args = [str(arg) for arg in container.get('args') or []]
+    if not command:
+        return [python, '-m', 'modelrelease_trainer', *args]
+    if _PYTHON.fullmatch(os.path.basename(command[0])):
+        return [python, *command[1:], *args]
+    return [*command, *args]
+
+
+def process_environment(container: Mapping[str, Any], paths: PathMap,
+                        extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The container's env (values with container paths rewritten) over the few variables the process
+    needs from this machine. ``valueFrom`` is not resolved locally: such variables are left out."""
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env['PYTHONUNBUFFERED'] = '1'  # the log streams as the process writes it
+    env.update(extra or {})
+    for variable in container.get('env') or []:
+        if 'value' in variable and variable['value'] is not None:
+            env[variable['name']] = paths.to_local(str(variable['value']))
+        elif variable.get('valueFrom'):
+            logger.warning('env %s uses valueFrom, which the local executor does not resolve', variable['name'])
+    return env
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the process and everything it started (it leads its own session)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def exit_code_of(returncode: int) -> int:
+    """A signal death as a shell and the kubelet report it: 128 + signal number."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _trainer_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    containers = (pod.get('spec') or {}).get('containers') or []
+    if not containers:
+        raise ValueError('the pod has no containers')
+    return next((c for c in containers if c.get('name') == 'trainer'), containers[0])
+
+
+def _truncate(message: str) -> str:
+    data = message.encode()
+    if len(data) <= MESSAGE_LIMIT:
+        return message
+    return data[-MESSAGE_LIMIT:].decode(errors='ignore')
+
+
+def _log_tail(path: pathlib.Path, lines: int = LOG_FALLBACK_LINES) -> str:
+    with contextlib.suppress(OSError):
+        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
+    return ''
+
+
+class ProcessJobExecutor:
+    """A :class:`~.outcomes.JobExecutor` that runs the trainer as a local process per Pod."""
+
+    def __init__(self, artifact_root: str | os.PathLike[str], python: str = sys.executable, *,
+                 extra_env: Mapping[str, str] | None = None) -> None:
+        self.artifact_root = pathlib.Path(artifact_root).resolve()
+        self.python = python
+        self.extra_env = dict(extra_env or {})
+        self.log_dir = self.artifact_root / 'logs'
+        self._running: dict[tuple[str, str], pathlib.Path] = {}  # (namespace, job) -> log file
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def log_path(self, pod: Mapping[str, Any]) -> pathlib.Path:
+        meta = pod.get('metadata') or {}
+        return self.log_dir / f"{meta.get('namespace') or 'default'}_{meta.get('name') or 'pod'}.log"
+
+    async def start(self, job: Mapping[str, Any], pod: Mapping[str, Any]) -> JobOutcome:
+        container = _trainer_container(pod)
+        meta = job.get('metadata') or {}
+        key = (meta.get('namespace') or '', meta.get('name') or '')
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{pod['metadata'].get('name', 'pod')}-"))
+        try:
+            paths = pod_path_map(pod.get('spec') or {}, container, self.artifact_root, scratch)
+            termination_file = scratch / 'termination-log'
+            termination_path = container.get('terminationMessagePath') or DEFAULT_TERMINATION_PATH
+            command = [str(termination_file) if arg == termination_path else paths.to_local(arg)
+                       for arg in run_command(container, self.python)]
+            env = process_environment(container, paths, {**self.extra_env, 'TERMINATION_LOG': str(termination_file)})
+            if shutil.which(command[0], path=env.get('PATH')) is None and not os.path.exists(command[0]):
+                return JobOutcome.failed(127, f'{command[0]}: command not found on this machine (local executor)')
+            log_file = self.log_path(pod)
+            self._running[key] = log_file
+            try:
+                returncode = await self._run(command, env, scratch, log_file)
+            finally:
+                self._running.pop(key, None)
+            text = termination_file.read_text(errors='replace').strip() if termination_file.exists() else ''
+            if not text and returncode != 0 and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError':
+                text = _log_tail(log_file).strip()
+            message = _truncate(paths.message_to_cluster(text)) if text else None
+            if returncode == 0:
+                return JobOutcome.succeeded(message)
+            return JobOutcome.failed(exit_code_of(returncode), message)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _run(self, command: list[str], env: dict[str, str], cwd: pathlib.Path,
+                   log_file: pathlib.Path) -> int:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open('ab') as log:
+            logger.info('Starting %s (log: %s)', ' '.join(command), log_file)
+            # Its own session: Ctrl-C in the terminal reaches us, not the trainer, and a kill of the
+            # group takes whatever the trainer started.
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env, cwd=cwd, start_new_session=True)
+        self._processes[process.pid] = process
+        try:
+            while process.poll() is None:
+                await asyncio.sleep(POLL_INTERVAL)
+            return int(process.returncode)
+        finally:
+            kill_group(process)  # cancelled (Job deleted, deadline): the process goes too
+            self._processes.pop(process.pid, None)
+
+    def progress(self) -> list[TrainingProgress]:
+        """The epoch each running trainer has reached, from its log."""
+        found = []
+        for (namespace, job), log_file in list(self._running.items()):
+            epoch, epochs, last = 0, 0, ''
+            for line in _log_tail(log_file, 200).splitlines():
+                match = _EPOCH.match(line.strip())
+                if match:
+                    epoch, epochs = int(match[1]), int(match[2])
+                if line.strip():
+                    last = line.strip()
+            found.append(TrainingProgress(namespace, job, epoch, epochs, last[-160:]))
+        return found
+
+    def running_pids(self) -> list[int]:
+        return sorted(pid for pid, process in list(self._processes.items()) if process.poll() is None)
+
+    def close(self) -> None:
+        """Kill every process still running (for a stack stopping without a running loop)."""
+        for process in list(self._processes.values()):
+            kill_group(process)
+        self._processes.clear()

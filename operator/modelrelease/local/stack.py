@@ -1,0 +1,230 @@
+"""
+The embedded default, all of it, on 127.0.0.1: ``LocalStack().start()`` ... ``stop()``.
+
+What starts, in this order (and stops in the reverse order, also when a start fails half-way):
+
+1. a Prometheus server (its own config and data under the state directory) scraping every model
+   server the runner has ready; the targets follow the runner's endpoint registry;
+2. the embedded Kubernetes API server with the ModelRelease CRD applied, and its Job and
+   Deployment controllers playing real processes: :class:`~.executor.ProcessJobExecutor` and
+   :class:`~.runner.ProcessDeploymentRunner`; a kubeconfig for it in the state directory;
+3. the operator, ``python -m modelrelease run -A``, as a subprocess with that kubeconfig;
+4. the traffic generator, sending requests to every release's ready servers.
+
+Everything lives in the state directory: ``kubeconfig``, ``artifacts/`` (models, and ``logs/`` of
+each trainer and server), ``logs/operator.log``, ``prometheus/``.
+"""
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import IO, Any, Self
+
+import kubernetes
+
+from modelrelease import api
+from modelrelease.api.crd import build_crd
+from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease.local.controllers import ControllerEmulator
+from modelrelease.local.executor import ProcessJobExecutor
+from modelrelease.local.prometheus import PrometheusProcess, ScrapeTarget
+from modelrelease.local.runner import EndpointKey, ProcessDeploymentRunner
+from modelrelease.local.scaling import ZeroReplicaController
+from modelrelease.local.traffic import TrafficGenerator
+
+__all__ = ['LocalStack', 'StackSettings', 'scrape_targets']
+
+logger = logging.getLogger(__name__)
+OPERATOR_STOP_GRACE = 15.0
+
+
+@dataclasses.dataclass
+class StackSettings:
+    state_dir: pathlib.Path = pathlib.Path('.modelrelease-local')
+    api_port: int = 0  # 0: any free port (the kubeconfig says which)
+    prometheus_port: int | None = None
+    scrape_interval: float = 1.0
+    traffic_rate: float = 20.0  # predict requests per second, per release
+    feedback_share: float = 0.5
+    operator: bool = True
+    traffic: bool = True
+    operator_args: tuple[str, ...] = ('run', '-A')
+    python: str = sys.executable
+
+
+def scrape_targets(endpoints: Mapping[EndpointKey, list[int]]) -> list[ScrapeTarget]:
+    """One target per ready server; the server labels its series with model, version and track."""
+    return [ScrapeTarget(address=f'127.0.0.1:{port}') for ports in endpoints.values() for port in ports]
+
+
+class _TargetSync:
+    """Keeps Prometheus' targets equal to the runner's endpoints, off the API server's loop."""
+
+    def __init__(self, runner: ProcessDeploymentRunner, prometheus: PrometheusProcess) -> None:
+        self.runner = runner
+        self.prometheus = prometheus
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name='prometheus-targets', daemon=True)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        current: list[ScrapeTarget] = []
+        while not self._stop.is_set():
+            self._wake.wait(2.0)  # also a periodic look: a server may have died meanwhile
+            self._wake.clear()
+            wanted = scrape_targets(self.runner.endpoints())
+            if wanted != current and not self._stop.is_set():
+                try:
+                    self.prometheus.set_targets(wanted)
+                    current = wanted
+                except Exception:
+                    logger.exception('could not update the Prometheus targets')
+
+
+class LocalStack:
+    """Start and stop the whole embedded default; see the module's documentation."""
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.settings = settings or StackSettings()
+        self.state_dir = self.settings.state_dir.resolve()
+        self.artifact_root = self.state_dir / 'artifacts'
+        self.kubeconfig = self.state_dir / 'kubeconfig'
+        self.executor = ProcessJobExecutor(self.artifact_root, self.settings.python)
+        self.runner = ProcessDeploymentRunner(self.artifact_root, self.settings.python)
+        self.prometheus = PrometheusProcess(self.state_dir / 'prometheus', port=self.settings.prometheus_port,
+                                            scrape_interval=self.settings.scrape_interval)
+        self.server = EmbeddedApiServer(port=self.settings.api_port,
+                                        controllers=[ControllerEmulator(self.executor, self.runner),
+                                                     ZeroReplicaController(self.runner)])
+        self.traffic: TrafficGenerator | None = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._operator_log: IO[bytes] | None = None
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url
+
+    @property
+    def operator_log(self) -> pathlib.Path:
+        return self.state_dir / 'logs' / 'operator.log'
+
+    # Lifecycle.
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        (self.state_dir / 'logs').mkdir(parents=True, exist_ok=True)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+        self._stops.append(('prometheus', self.prometheus.stop))
+        self.prometheus.start()
+        sync = _TargetSync(self.runner, self.prometheus)
+        self.runner.on_endpoints_changed = sync.nudge
+        self._stops.append(('prometheus targets', sync.stop))
+        sync.start()
+        # Last to stop (first in this list after Prometheus): processes outlive the loop that ran them.
+        self._stops.append(('model servers', self.runner.close))
+        self._stops.append(('trainers', self.executor.close))
+        self._stops.append(('API server', self.server.stop))
+        self.server.start()
+        self.server.write_kubeconfig(self.kubeconfig)
+        self._apply_crd()
+        if self.settings.operator:
+            self._stops.append(('operator', self._stop_operator))
+            self._start_operator()
+        if self.settings.traffic:
+            self.traffic = TrafficGenerator(self.runner.endpoints, rate=self.settings.traffic_rate,
+                                            feedback_share=self.settings.feedback_share)
+            self._stops.append(('traffic', self.traffic.stop))
+            self.traffic.start()
+
+    def stop(self) -> None:
+        """Stop what started, newest first; a part that fails to stop does not keep the others running."""
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+            except Exception:
+                logger.exception('could not stop the %s cleanly', name)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # The operator.
+
+    def _start_operator(self) -> None:
+        env = {**os.environ, 'KUBECONFIG': str(self.kubeconfig), 'PYTHONUNBUFFERED': '1'}
+        self._operator_log = self.operator_log.open('ab')
+        self.operator = subprocess.Popen(
+            [self.settings.python, '-m', 'modelrelease', *self.settings.operator_args], env=env,
+            stdout=self._operator_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        logger.info('The operator runs as pid %d (log: %s)', self.operator.pid, self.operator_log)
+
+    def _stop_operator(self) -> None:
+        process, self.operator = self.operator, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)  # kopf stops its daemons and exits
+            try:
+                process.wait(OPERATOR_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._operator_log is not None:
+            self._operator_log.close()
+            self._operator_log = None
+
+    # The API, as a client sees it.
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=configuration)
+        return kubernetes.client.ApiClient(configuration)
+
+    def _apply_crd(self) -> None:
+        with self.api_client() as client:
+            # The client sends a plain dict as it is; its type hints only know the model classes.
+            kubernetes.client.ApiextensionsV1Api(client).create_custom_resource_definition(
+                build_crd())  # type: ignore[arg-type]
+
+    def apply_release(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a ModelRelease through the API (as ``kubectl create -f`` would)."""
+        namespace = (manifest.get('metadata') or {}).get('namespace') or 'default'
+        with self.api_client() as client:
+            created = kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, dict(manifest))
+        return dict(created)  # type: ignore[call-overload]
+
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored ModelRelease (read from the store directly: cheap enough to poll every second)."""
+        return self.server.get_object(api.API_VERSION, api.PLURAL, namespace, name)
+
+    def operator_alive(self) -> bool:
+        return self.operator is not None and self.operator.poll() is None

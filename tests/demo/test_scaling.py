@@ -1,0 +1,36 @@
+"""Scale-to-zero: the emulated controller writes the status itself; the process runner must still stop."""
+import pathlib
+
+from modelrelease.api.status import ModelVersion
+from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease.local.controllers import ControllerEmulator
+from modelrelease.local.patching import PatchType
+from modelrelease.local.runner import ProcessDeploymentRunner
+from modelrelease.local.scaling import ZeroReplicaController
+from tests.demo.conftest import async_wait_for, demo_spec, server_deployment
+
+
+async def test_a_deployment_scaled_to_zero_stops_its_servers(artifact_root: pathlib.Path,
+                                                             trained: dict[str, ModelVersion]) -> None:
+    runner = ProcessDeploymentRunner(artifact_root)
+    controllers = [ControllerEmulator(runner=runner), ZeroReplicaController(runner)]
+    try:
+        async with EmbeddedApiServer(controllers=controllers) as server:
+            deployments = server.registry.get('apps', 'v1', 'deployments')
+            assert deployments is not None
+            body = server_deployment(demo_spec(), 'stable', trained['m1'], replicas=2)
+            for field in ('uid', 'generation'):
+                del body['metadata'][field]
+            server.store.create(deployments, 'default', body)
+            await async_wait_for(lambda: sum(map(len, runner.endpoints().values())) == 2,
+                                 message='two ready servers')
+            processes = [s.process for s in runner.servers('default', 'digits-stable')]
+
+            server.store.patch(deployments, 'default', 'digits-stable', PatchType.MERGE, {'spec': {'replicas': 0}})
+
+            await async_wait_for(lambda: runner.endpoints() == {} and all(p.poll() is not None for p in processes),
+                                 message='the servers to stop')
+            status = server.store.get(deployments, 'default', 'digits-stable')['status']
+            assert status['observedGeneration'] == 2 and not status.get('readyReplicas')
+    finally:
+        runner.close()
