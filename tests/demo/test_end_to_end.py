@@ -28,6 +28,8 @@ def short_release() -> dict[str, Any]:
     analysis = manifest['spec']['analysis']
     # A busy machine starts servers slowly: runs without enough canary traffic yet must not pause it.
     analysis.update(interval='5s', minSampleCount=10, inconclusiveLimit=12)
+    # Online accuracy from a dozen labels per 5 s run is noisy: a wider bound keeps a healthy canary passing.
+    next(c for c in analysis['checks'] if c['name'] == 'online-accuracy')['minRatio'] = 0.8
     return manifest
 
 

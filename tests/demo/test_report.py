@@ -95,11 +95,12 @@ def test_summary_and_live_view_show_phase_checks_and_progress() -> None:
     console.print(summary_table(final, elapsed=12.0))
     console.print(render(final, elapsed=12.0,
                          progress=[TrainingProgress('default', 'digits-full-1', 3, 15, '14/14 - 0s - loss: 0.2')],
-                         traffic=TrafficStats(requests={('digits', 'stable'): 10}, errors={}, feedback={})))
+                         traffic=TrafficStats(requests={('digits', 'stable'): 10}, errors={}, feedback={}),
+                         ready={'stable': 3, 'canary': 1}))
     text = console.export_text()
     assert 'RolledBack' in text and 'AnalysisFailed' in text
     assert 'error-rate' in text and '<= 0.02' in text and 'canary/stable >= 0.9' in text
-    assert 'epoch 3/15' in text and 'digits/stable' in text
+    assert 'epoch 3/15' in text and 'digits/stable' in text and 'ready servers: stable 3, canary 1' in text
     assert '1 passed; f1 drop <= 0.02: Skipped' in text
     console = Console(record=True, width=100)
     console.print(render(None))

@@ -87,6 +87,14 @@ def default_report_dir(name: str, rollback: bool) -> pathlib.Path:
     return pathlib.Path('reports') / f"{stamp}-{name}{'-rollback' if rollback else ''}"
 
 
+def _ready_per_track(stack: LocalStack, namespace: str, name: str) -> dict[str, int]:
+    ready: dict[str, int] = {}
+    for key, ports in stack.runner.endpoints().items():
+        if (key.namespace, key.release) == (namespace, name):
+            ready[key.track] = ready.get(key.track, 0) + len(ports)
+    return ready
+
+
 def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = None, rollback: bool = False,
              report_dir: pathlib.Path | None = None, console: Console | None = None, live: bool = True,
              timeout: float = DEFAULT_TIMEOUT) -> DemoResult:
@@ -110,7 +118,8 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
                     phase = ((release or {}).get('status') or {}).get('phase')
                     if isinstance(view, LiveView):
                         view.update(release, elapsed=time.monotonic() - started, progress=stack.executor.progress(),
-                                    traffic=stack.traffic.stats if stack.traffic else None)
+                                    traffic=stack.traffic.stats if stack.traffic else None,
+                                    ready=_ready_per_track(stack, namespace, name))
                     if phase in TERMINAL or time.monotonic() - started > timeout:
                         break
                     if not stack.operator_alive() and stack.settings.operator:

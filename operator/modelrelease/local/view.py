@@ -31,7 +31,7 @@ def _number(value: Any) -> str:
     return f'{value:.4g}' if isinstance(value, int | float) else '-'
 
 
-def _header(release: Mapping[str, Any], elapsed: float) -> RenderableType:
+def _header(release: Mapping[str, Any], elapsed: float, ready: Mapping[str, int] | None) -> RenderableType:
     status = release.get('status') or {}
     phase = status.get('phase') or 'Pending'
     weight = int(status.get('canaryWeight') or 0)
@@ -42,7 +42,9 @@ def _header(release: Mapping[str, Any], elapsed: float) -> RenderableType:
     versions = Text(f"stable {(status.get('stable') or {}).get('name') or '-'}   "
                     f"canary {(status.get('canary') or {}).get('name') or '-'}")
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(Text('canary weight'), ProgressBar(total=100, completed=weight, width=40), Text(f'{weight}%'))
+    servers = f"   ready servers: stable {(ready or {}).get('stable', 0)}, canary {(ready or {}).get('canary', 0)}"
+    bar.add_row(Text('canary weight'), ProgressBar(total=100, completed=weight, width=40),
+                Text(f'{weight}% (stable {100 - weight}%)' + (servers if ready is not None else '')))
     return Group(line, versions, bar, Text(status.get('message') or '', style='dim'))
 
 
@@ -101,11 +103,11 @@ def _traffic(stats: TrafficStats | None) -> RenderableType:
 
 
 def render(release: Mapping[str, Any] | None, *, elapsed: float = 0.0, progress: Sequence[TrainingProgress] = (),
-           traffic: TrafficStats | None = None) -> RenderableType:
-    """One frame of the view."""
+           traffic: TrafficStats | None = None, ready: Mapping[str, int] | None = None) -> RenderableType:
+    """One frame of the view; ``ready`` counts the ready model servers per track."""
     if release is None:
         return Panel(Text('waiting for the ModelRelease to appear...'), title='modelrelease local')
-    parts: list[RenderableType] = [_header(release, elapsed), _stages(release), _checks(release)]
+    parts: list[RenderableType] = [_header(release, elapsed, ready), _stages(release), _checks(release)]
     if progress:
         parts.append(_training(progress))
     parts.append(_traffic(traffic))
