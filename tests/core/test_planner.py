@@ -435,3 +435,29 @@ def test_serving_and_analysis_changes_apply_in_place_without_retraining():
     from modelrelease.core.naming import serving_hash
     assert world.deployments["stable"].serving_hash == serving_hash(world.spec)
     assert "SpecChanged" not in world.reasons()[-3:]
+
+
+def test_a_canary_that_fails_while_the_next_stage_trains_is_named_in_the_failure():
+    world = World.of()
+    world.run_until({"Progressing"})
+    while not (world.status.phase == "Training" and world.status.stage_index == 2):
+        world.step()
+        world.settle()
+        world.wait(15)
+    world.metrics = dict(FAILING)
+    for _ in range(20):  # the full stage's Job keeps running
+        world.step()
+        world.settle()
+        if world.status.phase == "RolledBack":
+            break
+        world.wait(15)
+    assert world.status.phase == "RolledBack" and world.status.failure.stage == "grow"
+    assert [r.phase for r in world.status.stages] == ["Succeeded", "Succeeded", "Failed"]
+
+
+def test_a_rolled_back_canary_stage_is_marked_failed():
+    world = World.of()
+    world.run_until({"Progressing"})
+    world.metrics = dict(FAILING)
+    world.run_until({"RolledBack"})
+    assert world.status.stages[1].phase == "Failed"

@@ -1,4 +1,4 @@
-"""Scale-to-zero: the emulated controller writes the status itself; the process runner must still stop."""
+"""Scale-to-zero: the emulated Deployment controller hands it to the process runner, which stops its servers."""
 import pathlib
 
 from modelrelease.api.status import ModelVersion
@@ -6,14 +6,13 @@ from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.patching import PatchType
 from modelrelease.local.runner import ProcessDeploymentRunner
-from modelrelease.local.scaling import ZeroReplicaController
 from tests.demo.conftest import async_wait_for, demo_spec, server_deployment
 
 
 async def test_a_deployment_scaled_to_zero_stops_its_servers(artifact_root: pathlib.Path,
                                                              trained: dict[str, ModelVersion]) -> None:
     runner = ProcessDeploymentRunner(artifact_root)
-    controllers = [ControllerEmulator(runner=runner), ZeroReplicaController(runner)]
+    controllers = [ControllerEmulator(runner=runner)]
     try:
         async with EmbeddedApiServer(controllers=controllers) as server:
             deployments = server.registry.get('apps', 'v1', 'deployments')

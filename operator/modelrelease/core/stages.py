@@ -267,9 +267,11 @@ def stop_active_job(draft: Draft) -> bool:
 
 def roll_back(draft: Draft, reason: str, message: str, **details: Any) -> None:
     """Withdraw the canary: canary to zero, stable to all replicas; the reason stays in status."""
-    if stop_active_job(draft):
+    if stop_active_job(draft) or draft.record.phase == "Canary":
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
     stage = draft.spec.stages[draft.status.stage_index].name
+    if reason == "AnalysisFailed" and draft.status.canary is not None:
+        stage = draft.status.canary.stage  # the canary may be the previous stage's, serving on
     draft.fail(reason, message, stage=stage, **details)
     draft.set(phase="RollingBack", pause_reason=None)
     draft.event(reason, message, "Warning")

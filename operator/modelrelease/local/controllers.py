@@ -23,7 +23,6 @@ from modelrelease.local.outcomes import (
     DeploymentRunner,
     JobExecutor,
     JobOutcome,
-    RolloutOutcome,
     ScriptedExecutor,
     ScriptedRollout,
 )
@@ -321,7 +320,8 @@ class DeploymentController:
         counters = ('replicas', 'updatedReplicas', 'readyReplicas', 'availableReplicas', 'unavailableReplicas')
         if desired and not _write_status(store, deployments, deployment, _without_zeros(progressing, *counters)):
             return
-        outcome = await self.runner.rollout(deployment) if desired else RolloutOutcome(ready=True)
+        # Also at zero replicas: a runner of real processes must stop them then.
+        outcome = await self.runner.rollout(deployment)
         current = _current_status(store, deployments, deployment)
         if current is None:
             return

@@ -169,6 +169,8 @@ class ScriptedRollout:
         self.torn_down: list[tuple[str, str]] = []
 
     async def rollout(self, deployment: Mapping[str, Any]) -> RolloutOutcome:
+        if int((deployment.get('spec') or {}).get('replicas', 1)) == 0:
+            return RolloutOutcome(ready=True)  # nothing to bring up; holding applies to pods coming up
         if self.hold:
             outcome: RolloutOutcome = await self._resolutions.wait(_key(deployment))
             return outcome

@@ -35,7 +35,6 @@ from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.executor import ProcessJobExecutor
 from modelrelease.local.prometheus import PrometheusProcess, ScrapeTarget
 from modelrelease.local.runner import EndpointKey, ProcessDeploymentRunner
-from modelrelease.local.scaling import ZeroReplicaController
 from modelrelease.local.traffic import TrafficGenerator
 
 __all__ = ['LocalStack', 'StackSettings', 'scrape_targets']
@@ -111,8 +110,7 @@ class LocalStack:
         self.prometheus = PrometheusProcess(self.state_dir / 'prometheus', port=self.settings.prometheus_port,
                                             scrape_interval=self.settings.scrape_interval)
         self.server = EmbeddedApiServer(port=self.settings.api_port,
-                                        controllers=[ControllerEmulator(self.executor, self.runner),
-                                                     ZeroReplicaController(self.runner)])
+                                        controllers=[ControllerEmulator(self.executor, self.runner)])
         self.traffic: TrafficGenerator | None = None
         self.operator: subprocess.Popen[bytes] | None = None
         self._operator_log: IO[bytes] | None = None
