@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := local,trainer,test,lint
 
-.PHONY: help venv prometheus test lint crds demo bench image clean
+.PHONY: help venv prometheus test lint crds demo demo-rollback bench image clean
 
 help:
 	@echo "make demo   - a whole staged release on this machine (embedded default)"
+	@echo "make demo-rollback - the same with a faulty canary that is rolled back"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make crds   - regenerate crds/ from the API models"
@@ -42,10 +43,13 @@ crds: $(STAMP)
 	$(PY) -m modelrelease.api > crds/modelrelease.io_modelreleases.yaml
 	cp crds/modelrelease.io_modelreleases.yaml charts/model-release-operator/crds/
 
+# The embedded default: a whole staged release on this machine (reports/ gets the chart and YAML).
 demo: $(STAMP) prometheus
-	@echo "make demo is not available yet: the embedded default (local API server, executor," >&2
-	@echo "real training and serving) is still being built. 'make test' runs what exists." >&2
-	@exit 2
+	$(PY) -m modelrelease local demo
+
+# The same with a faulty last canary (its server injects errors): analysis fails, RolledBack.
+demo-rollback: $(STAMP) prometheus
+	$(PY) -m modelrelease local demo --rollback
 
 image:
 	docker build -f operator.Dockerfile -t ghcr.io/modelrelease/operator:0.1.0 .

@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("crd", help="print the CustomResourceDefinition as YAML")
+    commands.add_parser("local", help="the embedded default: local up | down | demo (see `modelrelease local -h`)",
+                        add_help=False)
     return parser
 
 
@@ -43,6 +45,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["local"]:
+        # The embedded default has its own parser (and heavier imports); hand it the rest.
+        from modelrelease.local.__main__ import main as local_main
+
+        return local_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
