@@ -30,7 +30,8 @@ from modelrelease.local.patching import PatchType
 from modelrelease.local.recording import RequestRecord
 from tests.chart.rbac import Access, Grant, check_coverage, default_allows, grants_of, wildcards
 from tests.chart.rendering import Rendered, render
-from tests.operator.conftest import Harness, release_spec, wait_for
+from tests.operator.conftest import Harness, release_spec
+from tests.waiting import wait_for
 
 RELEASES = ("modelrelease.io/v1alpha1", "modelreleases")
 

@@ -2,7 +2,6 @@
 Fixtures for the local runtime: Jobs and Deployments exactly as the operator builds them, run by
 the process executor and runner against a per-test artifact directory.
 """
-import asyncio
 import contextlib
 import json
 import os
@@ -10,9 +9,7 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -24,38 +21,10 @@ from modelrelease.core.model import CreateJob
 from modelrelease.manifests.job import build_job
 from modelrelease.manifests.serving import build_deployment
 
-T = TypeVar('T')
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'examples' / 'digits-demo.yaml'
 OWNER = {'apiVersion': 'modelrelease.io/v1alpha1', 'kind': 'ModelRelease',
          'metadata': {'name': 'digits', 'namespace': 'default', 'uid': '0b7e6c1e-0000-4000-8000-00000000d3e0'}}
-# Generous: these bound waiting for something that should happen; they are not performance limits.
-WAIT_TIMEOUT = 180.0
-
-
-def wait_for(condition: Callable[[], T], timeout: float = WAIT_TIMEOUT, interval: float = 0.2,
-             message: str = 'the condition') -> T:
-    """Poll until the condition returns something truthy; return it, or fail after the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f'Timed out waiting for {message}')
-        time.sleep(interval)
-
-
-async def async_wait_for(condition: Callable[[], T], timeout: float = WAIT_TIMEOUT,
-                         message: str = 'the condition') -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f'Timed out waiting for {message}')
-        await asyncio.sleep(0.2)
 
 
 def demo_spec(**changes: Any) -> ModelReleaseSpec:

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from modelrelease.local.executor import ProcessJobExecutor, run_command
-from tests.demo.conftest import async_wait_for, demo_spec, pod_of, trainer_job
+from tests.demo.conftest import demo_spec, pod_of, trainer_job
+from tests.waiting import async_wait_for
 
 
 def _short_stages(epochs: int, data: str = 'sklearn:digits?fraction=0.3') -> list[dict]:
@@ -98,3 +99,12 @@ async def test_cancelling_kills_the_process_group(tmp_path: pathlib.Path) -> Non
     with pytest.raises(ProcessLookupError):
         os.killpg(pids[0], 0)
     assert executor.running_pids() == []
+
+
+def test_the_interpreter_is_never_rewritten_even_under_a_mapped_prefix() -> None:
+    from modelrelease.local.executor import local_command
+
+    container = {'args': ['train', '--output', '/tmp/out']}
+    command = local_command(container, '/tmp/checkout/.venv/bin/python', lambda arg: arg.replace('/tmp', '/scratch'))
+    assert command == ['/tmp/checkout/.venv/bin/python', '-m', 'modelrelease_trainer', 'train', '--output',
+                       '/scratch/out']

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.demo.conftest import wait_for
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -11,7 +11,8 @@ import pytest
 
 from modelrelease.api.status import ModelVersion
 from modelrelease.local.runner import EndpointKey, ProcessDeploymentRunner, fault_env, server_args
-from tests.demo.conftest import async_wait_for, demo_spec, server_deployment
+from tests.demo.conftest import demo_spec, server_deployment
+from tests.waiting import async_wait_for
 
 DIGIT_ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8,
               8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10,

@@ -6,7 +6,8 @@ from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.patching import PatchType
 from modelrelease.local.runner import ProcessDeploymentRunner
-from tests.demo.conftest import async_wait_for, demo_spec, server_deployment
+from tests.demo.conftest import demo_spec, server_deployment
+from tests.waiting import async_wait_for
 
 
 async def test_a_deployment_scaled_to_zero_stops_its_servers(artifact_root: pathlib.Path,

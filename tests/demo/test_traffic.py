@@ -10,7 +10,7 @@ import pytest
 
 from modelrelease.local.runner import EndpointKey
 from modelrelease.local.traffic import TrafficGenerator, digits_samples, pick_endpoint
-from tests.demo.conftest import wait_for
+from tests.waiting import wait_for
 
 STABLE = EndpointKey('default', 'digits', 'stable', 'sha256:aa', 'digits')
 CANARY = EndpointKey('default', 'digits', 'canary', 'sha256:bb', 'digits')

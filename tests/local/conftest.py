@@ -3,9 +3,8 @@ Fixtures for the embedded API server: a server per test (in a background thread,
 synchronous kubernetes client and kubectl can talk to it), its kubeconfig, and API clients.
 """
 import pathlib
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -13,11 +12,6 @@ import pytest
 from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
-
-T = TypeVar('T')
-
-# Generous: these bound waiting for something that should happen, they are not performance limits.
-WAIT_TIMEOUT = 30.0
 
 WIDGETS_CRD: dict[str, Any] = {
     'apiVersion': 'apiextensions.k8s.io/v1',
@@ -40,19 +34,6 @@ WIDGETS_CRD: dict[str, Any] = {
         }],
     },
 }
-
-
-def wait_for(condition: Callable[[], T], timeout: float = WAIT_TIMEOUT, interval: float = 0.05,
-             message: str = 'the condition') -> T:
-    """Poll until the condition returns something truthy; return it, or fail after the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f'Timed out waiting for {message}')
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import yaml
 from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor
-from tests.local.conftest import job_body, wait_for
+from tests.local.conftest import job_body
+from tests.waiting import wait_for
 
 
 async def test_in_loop_server_with_controllers_and_a_watch() -> None:

@@ -5,7 +5,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.local.conftest import deployment_body, job_body, wait_for
+from tests.local.conftest import deployment_body, job_body
+from tests.waiting import wait_for
 
 ApiException = kubernetes.client.ApiException
 

@@ -5,7 +5,8 @@ import kubernetes
 import pytest
 
 from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
-from tests.local.conftest import deployment_body, job_body, wait_for
+from tests.local.conftest import deployment_body, job_body
+from tests.waiting import wait_for
 
 
 def _finished_job(batch: kubernetes.client.BatchV1Api, name: str) -> Any:

@@ -9,7 +9,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from modelrelease.local.apiserver import EmbeddedApiServer
-from tests.local.conftest import wait_for
+from tests.waiting import wait_for
 
 OPERATOR = pathlib.Path(__file__).with_name('kopf_widget_operator.py')
 

@@ -9,7 +9,8 @@ import yaml
 
 from modelrelease.local.apiserver import EmbeddedApiServer
 from modelrelease.local.outcomes import JobOutcome
-from tests.local.conftest import WIDGETS_CRD, deployment_body, job_body, wait_for
+from tests.local.conftest import WIDGETS_CRD, deployment_body, job_body
+from tests.waiting import wait_for
 
 KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

@@ -9,9 +9,8 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -22,21 +21,10 @@ from modelrelease.local.controllers import ControllerEmulator
 from modelrelease.local.outcomes import ScriptedExecutor, ScriptedRollout
 from tests.core.world import base_spec
 from tests.operator.fakes import FakePrometheus, TrainingScript
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 WAIT = 90.0  # a bound on waiting for something that should happen, not a performance limit
 GROUP, VERSION, PLURAL = "modelrelease.io", "v1alpha1", "modelreleases"
-
-
-def wait_for(condition: Callable[[], T], message: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {message}")
-        time.sleep(0.1)
 
 
 def release_spec(prometheus_url: str) -> dict[str, Any]:
@@ -114,7 +102,7 @@ class Harness:
             status = self.status(name, namespace)
             return status if status.get("phase") in phases else None
         try:
-            return wait_for(reached, f"{name} to reach {phases}", timeout)
+            return wait_for(reached, f"{name} to reach {phases}", timeout=timeout)
         except pytest.fail.Exception:
             print(self.operator_log()[-4000:])
             print(self.status(name, namespace))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.operator.conftest import Harness, release_spec, wait_for
+from tests.operator.conftest import Harness, release_spec
+from tests.waiting import wait_for
 
 
 def test_spec_change_mid_release_restarts_from_stage_one(harness: Harness):

@@ -6,7 +6,8 @@ import time
 
 from modelrelease.api import parse_spec
 from modelrelease.core.naming import job_name, spec_hash
-from tests.operator.conftest import Harness, release_spec, wait_for
+from tests.operator.conftest import Harness, release_spec
+from tests.waiting import wait_for
 
 
 def test_two_namespaces_and_a_bad_spec_do_not_interfere(harness: Harness):

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelrelease.local.outcomes import JobOutcome
@@ -64,6 +64,15 @@ def run_command(container: Mapping[str, Any], python: str) -> list[str]:
     if _PYTHON.fullmatch(os.path.basename(command[0])):
         return [python, *command[1:], *args]
     return [*command, *args]
+
+
+def local_command(container: Mapping[str, Any], python: str, to_local: Callable[[str], str]) -> list[str]:
+    """The command line with the container's paths made local. This machine's interpreter is never
+    rewritten: it may itself live under a mapped prefix such as /tmp."""
+    command = run_command(container, python)
+    if command[0] == python:
+        return [python, *(to_local(arg) for arg in command[1:])]
+    return [to_local(arg) for arg in command]
 
 
 def process_environment(container: Mapping[str, Any], paths: PathMap,
@@ -139,8 +148,8 @@ class ProcessJobExecutor:
             paths = pod_path_map(pod.get('spec') or {}, container, self.artifact_root, scratch)
             termination_file = scratch / 'termination-log'
             termination_path = container.get('terminationMessagePath') or DEFAULT_TERMINATION_PATH
-            command = [str(termination_file) if arg == termination_path else paths.to_local(arg)
-                       for arg in run_command(container, self.python)]
+            command = local_command(container, self.python, lambda arg: str(termination_file)
+                                    if arg == termination_path else paths.to_local(arg))
             env = process_environment(container, paths, {**self.extra_env, 'TERMINATION_LOG': str(termination_file)})
             if shutil.which(command[0], path=env.get('PATH')) is None and not os.path.exists(command[0]):
                 return JobOutcome.failed(127, f'{command[0]}: command not found on this machine (local executor)')

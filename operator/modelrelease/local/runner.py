@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrelease.local.executor import exit_code_of, kill_group, process_environment, run_command
+from modelrelease.local.executor import exit_code_of, kill_group, local_command, process_environment
 from modelrelease.local.outcomes import RolloutOutcome
 from modelrelease.local.volumes import pod_path_map
 
@@ -270,7 +270,7 @@ class ProcessDeploymentRunner:
         scratch = pathlib.Path(tempfile.mkdtemp(prefix=f'{name}-'))
         paths = pod_path_map(pod_spec, container, self.artifact_root, scratch)
         port = self._free_port()
-        command = [paths.to_local(arg) for arg in run_command(container, self.python)]
+        command = local_command(container, self.python, paths.to_local)
         command = [command[0], *server_args(command[1:], port)]
         env = process_environment(container, paths, {**self.extra_env, **fault_env(template)})
         log_file = self.log_dir / f"{meta.get('namespace') or 'default'}_{name}.log"
