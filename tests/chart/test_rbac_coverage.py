@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -27,6 +26,7 @@ import pytest
 
 from modelrelease.local.outcomes import JobOutcome
 from modelrelease.local.patching import PatchType
+from modelrelease.local.ports import free_port
 from modelrelease.local.recording import RequestRecord
 from tests.chart.rbac import Access, Grant, check_coverage, default_allows, grants_of, wildcards
 from tests.chart.rendering import Rendered, render
@@ -34,12 +34,6 @@ from tests.operator.conftest import Harness, release_spec
 from tests.waiting import wait_for
 
 RELEASES = ("modelrelease.io/v1alpha1", "modelreleases")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_operator_as_rendered(harness: Harness, rendered: Rendered) -> None:

@@ -120,6 +120,11 @@ class Harness:
     def reasons(self, namespace: str = "default") -> list[str]:
         return [e.reason for e in sorted(self.events(namespace), key=lambda e: e.metadata.creation_timestamp)]
 
+    def wait_events(self, *reasons: str, namespace: str = "default") -> list[Any]:
+        """Events are posted after the status patch that caused them: wait until all have arrived."""
+        return wait_for(lambda: set(reasons) <= set(self.reasons(namespace)) and self.events(namespace),
+                        f"events {reasons} in {namespace}")
+
 
 @pytest.fixture
 def harness(tmp_path: pathlib.Path) -> Iterator[Harness]:

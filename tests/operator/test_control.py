@@ -18,7 +18,7 @@ def test_spec_change_mid_release_restarts_from_stage_one(harness: Harness):
     harness.patch_spec("digits", {"stages": [first, *spec["stages"][1:]]})
     status = wait_for(lambda: (s := harness.status("digits")).get("run") == 2 and s, "the second run")
     assert status["stable"]["id"] == stable["id"]
-    assert "SpecChanged" in harness.reasons()
+    harness.wait_events("SpecChanged")
     wait_for(lambda: harness.deployment("digits-canary").spec.replicas == 0, "the canary withdrawn")
     assert status["observedGeneration"] == harness.get("digits")["metadata"]["generation"]
 
@@ -37,7 +37,7 @@ def test_pause_holds_and_resume_continues(harness: Harness):
     assert harness.prometheus.queries == []  # no analysis while paused
     harness.patch_spec("digits", {"paused": False})
     harness.wait_phase("digits", "Released")
-    assert {"Paused", "Resumed"} <= set(harness.reasons())
+    harness.wait_events("Paused", "Resumed")
 
 
 def test_abort_rolls_back_and_reapplying_the_same_id_does_nothing(harness: Harness):
@@ -48,6 +48,7 @@ def test_abort_rolls_back_and_reapplying_the_same_id_does_nothing(harness: Harne
     harness.patch_spec("digits", {"actions": {"abort": "abort-1"}})
     status = harness.wait_phase("digits", "RolledBack")
     assert status["handledActions"]["abort"] == "abort-1" and status["failure"]["reason"] == "Aborted"
+    harness.wait_events("ActionHandled", "Aborted")
     handled = harness.reasons().count("ActionHandled")
     harness.patch_spec("digits", {"actions": {"abort": "abort-1"}, "paused": False})
     wait_for(lambda: harness.get("digits")["status"]["observedGeneration"]

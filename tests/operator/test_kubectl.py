@@ -29,6 +29,7 @@ def test_kubectl_apply_get_describe_and_patch(harness: Harness):
     stable = harness.status("digits")["stable"]["name"]
     assert row[:5] == ["digits", "Released", "full", "0", stable]
 
+    harness.wait_events("StepAdvanced")
     described = kubectl(harness, "describe", "mrel", "digits")
     assert "Released" in described and "StepAdvanced" in described
 

@@ -16,9 +16,7 @@ def test_three_stage_release_to_promotion(harness: Harness):
     assert stable.spec.replicas == 4 and canary.spec.replicas == 0
     env = {e.name: e.value for e in stable.spec.template.spec.containers[0].env}
     assert env["MODEL_VERSION"] == status["stable"]["id"] and env["RELEASE_TRACK"] == "stable"
-    reasons = harness.reasons()
-    for reason in ("TrainingStarted", "FirstRelease", "CanaryStarted", "StepAdvanced", "Promoting", "Released"):
-        assert reason in reasons
+    harness.wait_events("TrainingStarted", "FirstRelease", "CanaryStarted", "StepAdvanced", "Promoting", "Released")
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Ready"] == "True" and conditions["Degraded"] == "False"
 
@@ -30,7 +28,7 @@ def test_failed_gate_rolls_back_and_names_the_gate(harness: Harness):
     assert status["failure"]["reason"] == "GateFailed" and "accuracy" in status["failure"]["message"]
     assert status["stable"]["stage"] == "warmup"
     assert harness.deployment("digits-stable").spec.replicas == 4
-    warning = [e for e in harness.events() if e.reason == "GateFailed"]
+    warning = [e for e in harness.wait_events("GateFailed") if e.reason == "GateFailed"]
     assert warning and warning[0].type == "Warning" and ">= 0.8" in warning[0].message
 
 
@@ -66,7 +64,7 @@ def test_failed_analysis_rolls_back_with_check_value_and_bound(harness: Harness)
     assert failure["value"] == 0.4 and failure["bound"] == "<= 0.05"
     assert harness.deployment("digits-canary").spec.replicas == 0
     assert harness.deployment("digits-stable").spec.replicas == 4
-    assert any(e.reason == "AnalysisFailed" and "errors" in e.message for e in harness.events())
+    assert any(e.reason == "AnalysisFailed" and "errors" in e.message for e in harness.wait_events("AnalysisFailed"))
 
 
 def test_quiet_traffic_pauses_instead_of_promoting(harness: Harness):

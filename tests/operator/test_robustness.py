@@ -22,7 +22,8 @@ def test_two_namespaces_and_a_bad_spec_do_not_interfere(harness: Harness):
     condition = next(c for c in broken["conditions"] if c["type"] == "InvalidSpec")
     assert condition["status"] == "True"
     assert "spec.stages[0].training.optimizer.name: must be one of 'adam', 'adamw' or 'sgd'" in condition["message"]
-    assert any(e.reason == "InvalidSpec" and e.involved_object.name == "broken" for e in harness.events("team-a"))
+    events = harness.wait_events("InvalidSpec", namespace="team-a")
+    assert any(e.reason == "InvalidSpec" and e.involved_object.name == "broken" for e in events)
     for namespace in ("team-a", "team-b"):
         status = harness.wait_phase("digits", "Released", namespace=namespace)
         assert len(harness.jobs(namespace)) == 3 - (namespace == "team-a") + (namespace == "team-a")
@@ -75,6 +76,7 @@ def test_killed_while_rolling_back_it_still_rolls_back_once(harness: Harness):
         harness.rollout.release(namespace, name)
     status = harness.wait_phase("digits", "RolledBack")
     assert status["failure"]["reason"] == "AnalysisFailed"
+    harness.wait_events("AnalysisFailed")
     assert harness.reasons().count("AnalysisFailed") == 1
     assert len(harness.jobs()) == 2
 
@@ -129,12 +131,11 @@ def test_idle_and_per_step_write_economy(harness: Harness):
 
 def test_liveness_endpoint_and_json_logs(harness: Harness):
     import json
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from modelrelease.local.ports import free_port
+
+    port = free_port()
     harness.kill_operator()
     harness.start_operator("--log-format", "json", "--liveness", f"http://127.0.0.1:{port}/healthz")
 

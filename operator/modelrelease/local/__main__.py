@@ -12,7 +12,6 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from modelrelease.local.ports import port_is_free
 from modelrelease.local.stack import LocalStack, StackSettings
 
 DEFAULT_STATE_DIR = pathlib.Path('.modelrelease-local')
@@ -51,15 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--rate', type=float, default=20.0, help='predict requests per second')
     demo.add_argument('--no-live', action='store_true', help='print the final frame only (no live view)')
     return parser
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
 
 
 def _start_time(pid: int) -> str:
@@ -98,7 +89,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         console.print(f'[red]Already up (pid {pid}); stop it with `python -m modelrelease.local down`.[/red]')
         return 1
     prometheus_port = args.prometheus_port
-    if prometheus_port is None and _port_free(PREFERRED_PROMETHEUS_PORT):
+    if prometheus_port is None and port_is_free(PREFERRED_PROMETHEUS_PORT):
         prometheus_port = PREFERRED_PROMETHEUS_PORT
     settings = StackSettings(state_dir=state_dir, api_port=args.api_port, prometheus_port=prometheus_port,
                              traffic_rate=args.rate, traffic=not args.no_traffic)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ import yaml
 
 from modelrelease.adapters.prometheus import is_ready, request_reload
 from modelrelease.core.promql import format_range
+from modelrelease.local.ports import free_port
 
 DEFAULT_BINARY = "prometheus"
 
@@ -34,13 +34,6 @@ class ScrapeTarget:
     labels: Mapping[str, str] = field(default_factory=dict)
     """Extra labels Prometheus attaches to every series of this target."""
     metrics_path: str = "/metrics"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the kernel picks; a race with other programs is possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape_config(targets: Iterable[ScrapeTarget], scrape_interval: float) -> dict[str, Any]:

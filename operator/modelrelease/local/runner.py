@@ -30,7 +30,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from typing import Any
 
 from modelrelease.local.executor import exit_code_of, kill_group, local_command, process_environment
 from modelrelease.local.outcomes import RolloutOutcome
+from modelrelease.local.ports import free_port, port_is_free
 from modelrelease.local.volumes import pod_path_map
 
 __all__ = ['FAULT_ANNOTATIONS', 'EndpointKey', 'ProcessDeploymentRunner', 'ServerProcess']
@@ -131,15 +131,6 @@ def server_args(args: list[str], port: int) -> list[str]:
             continue
         result.append(arg)
     return [*result, '--port', str(port), '--host', '127.0.0.1']
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
 
 
 async def http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
@@ -254,10 +245,8 @@ class ProcessDeploymentRunner:
 
     def _free_port(self) -> int:
         while True:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.bind(('127.0.0.1', 0))
-                port = int(probe.getsockname()[1])
-            if port not in self._ports_given and _port_is_free(port):
+            port = free_port()
+            if port not in self._ports_given and port_is_free(port):
                 self._ports_given.add(port)
                 return port
 
