@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from modelrelease.api.base import parse_duration
@@ -68,20 +68,26 @@ def _start_stage(draft: Draft) -> None:
         draft.set_record(started_at=draft.now_iso, version=prebuilt)
         _deploy_candidate(draft, prebuilt)
         return
-    assert stage.training is not None
     name = job_name(draft.release, stage.name, record.attempt, draft.status.run, draft.status.spec_hash or "")
-    storage = draft.spec.model.storage
-    output = f"{storage.mount_path.rstrip('/')}/{draft.release}/{name}"
-    parent = _init_from(draft) if stage.training.init_from == "previous" else None
     if name not in draft.observed.jobs:
-        draft.actions.append(CreateJob(name, stage.name, record.attempt, output, parent))
+        draft.actions.append(_create_job(draft, name))
     draft.set_record(phase="Training", job_name=name, started_at=draft.now_iso)
     draft.set(phase="Training", message=f"training stage {stage.name} (job {name})")
     draft.event("TrainingStarted", f"stage {stage.name}: training job {name} created")
 
 
-def _init_from(draft: Draft) -> ModelVersion | None:
-    """Stage N starts from stage N-1's model; the first stage from the stable model, if any."""
+def _create_job(draft: Draft, name: str) -> CreateJob:
+    stage = draft.spec.stages[draft.status.stage_index]
+    output = f"{draft.spec.model.storage.mount_path.rstrip('/')}/{draft.release}/{name}"
+    return CreateJob(name, stage.name, draft.record.attempt, output, _parent(draft))
+
+
+def _parent(draft: Draft) -> ModelVersion | None:
+    """Stage N starts from stage N-1's model, the first stage from the stable model, if any;
+    none when the stage trains from scratch (initFrom: none) or uses a prebuilt model."""
+    stage = draft.spec.stages[draft.status.stage_index]
+    if stage.training is None or stage.training.init_from != "previous":
+        return None
     index = draft.status.stage_index
     if index > 0:
         return draft.status.stages[index - 1].version
@@ -94,11 +100,8 @@ def _follow_training(draft: Draft) -> None:
     stage = draft.spec.stages[draft.status.stage_index]
     if job is None:
         # Created in an earlier pass but not (yet) seen: ask again; a 409 means it is there.
-        assert stage.training is not None and record.job_name
-        storage = draft.spec.model.storage
-        output = f"{storage.mount_path.rstrip('/')}/{draft.release}/{record.job_name}"
-        parent = _init_from(draft) if stage.training.init_from == "previous" else None
-        draft.actions.append(CreateJob(record.job_name, stage.name, record.attempt, output, parent))
+        assert record.job_name
+        draft.actions.append(_create_job(draft, record.job_name))
         return
     if job.phase == "Active":
         return
@@ -137,7 +140,7 @@ def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> Mode
     if not isinstance(metrics, dict) or not isinstance(result.get("artifactPath"), str):
         return None
     stage = draft.spec.stages[draft.status.stage_index]
-    parent = _init_from(draft) if stage.training and stage.training.init_from == "previous" else None
+    parent = _parent(draft)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     return ModelVersion(
         id=result["version"],
@@ -291,7 +294,3 @@ def finish_rollback_when_done(draft: Draft) -> None:
         draft.set(canary_weight=0)
     if canary_gone and stable_back:
         draft.set(phase="RolledBack", canary=None)
-
-
-def elapsed_since(text: str | None, now: datetime) -> timedelta:
-    return now - parse_time(text) if text else timedelta(0)
