@@ -30,7 +30,12 @@ async def test_a_deployment_scaled_to_zero_stops_its_servers(artifact_root: path
 
             await async_wait_for(lambda: runner.endpoints() == {} and all(p.poll() is not None for p in processes),
                                  message='the servers to stop')
-            status = server.store.get(deployments, 'default', 'digits-stable')['status']
-            assert status['observedGeneration'] == 2 and not status.get('readyReplicas')
+
+            # The runner stops the processes before the controller writes the status, so that comes a moment later.
+            def settled_at_zero() -> bool:
+                status = server.store.get(deployments, 'default', 'digits-stable')['status']
+                return status.get('observedGeneration') == 2 and not status.get('readyReplicas')
+
+            await async_wait_for(settled_at_zero, message='the Deployment status to report zero ready replicas')
     finally:
         runner.close()
