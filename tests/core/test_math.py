@@ -9,7 +9,7 @@ import pytest
 from modelrelease.api.spec import AnalysisCheck, AnalysisSpec, Gate
 from modelrelease.api.status import AnalysisRecord
 from modelrelease.core.analysis import Measurement, judge, tally
-from modelrelease.core.canary import handover, split
+from modelrelease.core.canary import Split, handover, split, withdraw
 from modelrelease.core.gates import evaluate_gates
 
 
@@ -46,6 +46,24 @@ def test_split_rejects_out_of_range(total, weight):
 def test_handover_moves_one_batch_past_what_is_ready(total, ready, stable):
     result = handover(total, ready)
     assert (result.stable, result.canary) == (stable, total - stable)
+
+
+@pytest.mark.parametrize(
+    ("total", "ready", "canary_now", "canary"),
+    [
+        (4, 0, 4, 4),  # weight 100, nothing stable ready yet: the canary keeps serving everything
+        (4, 1, 4, 3),
+        (4, 3, 4, 1),
+        (4, 4, 4, 0),  # the stable covers every replica: the canary goes
+        (4, 0, 1, 1),  # the canary never grows to fill the gap
+        (10, 2, 5, 5),
+        (10, 7, 5, 3),
+        (3, 5, 2, 0),  # more ready than wanted (an old surge) still ends the canary
+        (3, 0, 0, 0),
+    ],
+)
+def test_withdraw_keeps_capacity_and_never_grows_the_canary(total, ready, canary_now, canary):
+    assert withdraw(total, ready, canary_now) == Split(stable=total, canary=canary)
 
 
 def _gate(**kw):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from modelrelease.core.analysis import Measurement
 from tests.core.world import FAILING, QUIET, World, base_spec
@@ -264,7 +265,7 @@ def test_promotion_hands_over_in_batches_without_doubling():
         totals.append(stable + canary)
         # the Deployment controller makes the stable pods ready one pass later
         seen = world.deployments["stable"]
-        world.deployments["stable"] = type(seen)("stable", seen.version, seen.replicas, seen.replicas)
+        world.deployments["stable"] = dataclasses.replace(seen, ready=seen.replicas)
         if world.status.phase == "Released":
             break
     assert world.status.phase == "Released" and set(totals) == {10}
@@ -461,3 +462,30 @@ def test_a_rolled_back_canary_stage_is_marked_failed():
     world.metrics = dict(FAILING)
     world.run_until({"RolledBack"})
     assert world.status.stages[1].phase == "Failed"
+
+
+def test_rollback_from_weight_100_keeps_serving_while_the_stable_comes_back():
+    world = World.of()
+    for _ in range(400):
+        world.finish_jobs()
+        world.step()
+        world.settle()
+        if world.status.phase == "Progressing" and world.status.canary_weight == 100:
+            break
+        world.wait(15)
+    assert world.replicas() == (0, 10)
+    world.instant_ready = False
+    _act(world, abort="a1")
+    capacity, canaries = [], []
+    for _ in range(10):
+        world.step(measure=False)
+        stable, canary = world.deployments["stable"], world.deployments["canary"]
+        # Canary pods are ready; stable pods only as far as the Deployment controller got (one pass behind).
+        capacity.append(stable.ready + canary.replicas)
+        canaries.append(canary.replicas)
+        world.deployments["stable"] = dataclasses.replace(stable, ready=stable.replicas)
+        if world.status.phase == "RolledBack":
+            break
+    assert world.status.phase == "RolledBack" and world.replicas() == (10, 0)
+    assert min(capacity) >= 10, capacity  # never a moment without the full serving capacity
+    assert canaries == sorted(canaries, reverse=True) and canaries[0] == 10 and canaries[-1] == 0

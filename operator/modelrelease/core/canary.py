@@ -3,7 +3,8 @@
 Rule: canary = ceil(total * weight / 100), so any non-zero weight gets at least one canary pod
 (weight 10 of 3 replicas -> 1 canary, 2 stable). Below weight 100 the stable keeps at least one pod
 (weight 90 of 3 -> 2 canary, 1 stable), so a partial weight always serves both tracks.
-stable + canary == total always: a canary never adds pods.
+stable + canary == total while a release progresses or promotes: a canary never adds pods.
+A rollback is the one exception (see withdraw): it surges the stable back first.
 """
 
 from __future__ import annotations
@@ -40,3 +41,14 @@ def handover(total: int, stable_ready_at_new_version: int) -> Split:
     batch = max(1, math.ceil(total / 4))
     stable = min(total, max(0, stable_ready_at_new_version) + batch)
     return Split(stable=stable, canary=total - stable)
+
+
+def withdraw(total: int, stable_ready_at_stable_version: int, canary_now: int) -> Split:
+    """One pass of a rollback: the stable goes back to all replicas at once, and the canary keeps
+    only the pods still needed to cover what the stable does not yet serve.
+
+    Serving capacity never drops (a canary at weight 100 is not cut before the stable has pods),
+    the canary never grows, and it is gone as soon as the stable is ready on every replica.
+    """
+    missing = max(0, total - max(0, stable_ready_at_stable_version))
+    return Split(stable=total, canary=min(max(0, canary_now), missing))
