@@ -51,19 +51,19 @@ def test_handover_moves_one_batch_past_what_is_ready(total, ready, stable):
 @pytest.mark.parametrize(
     ("total", "ready", "canary_now", "canary"),
     [
-        (4, 0, 4, 4),  # weight 100, nothing stable ready yet: the canary keeps serving everything
-        (4, 1, 4, 3),
-        (4, 3, 4, 1),
-        (4, 4, 4, 0),  # the stable covers every replica: the canary goes
-        (4, 0, 1, 1),  # the canary never grows to fill the gap
-        (10, 2, 5, 5),
-        (10, 7, 5, 3),
-        (3, 5, 2, 0),  # more ready than wanted (an old surge) still ends the canary
+        (4, 0, 4, 3),  # weight 100, nothing stable ready yet: one batch (a quarter) moves, not all
+        (4, 1, 3, 2),
+        (4, 3, 1, 0),  # the stable covers all but one batch: the canary goes
+        (10, 0, 10, 7),  # batches of 3 for 10 replicas
+        (10, 5, 5, 2),  # weight 50: two passes
+        (10, 9, 1, 0),  # weight 10: at once
+        (10, 2, 1, 1),  # a broken stable does not make the canary grow
+        (3, 5, 2, 0),  # more ready than wanted still ends the canary
         (3, 0, 0, 0),
     ],
 )
-def test_withdraw_keeps_capacity_and_never_grows_the_canary(total, ready, canary_now, canary):
-    assert withdraw(total, ready, canary_now) == Split(stable=total, canary=canary)
+def test_withdraw_moves_one_batch_and_never_grows_the_canary(total, ready, canary_now, canary):
+    assert withdraw(total, ready, canary_now) == Split(stable=total - canary, canary=canary)
 
 
 def _gate(**kw):

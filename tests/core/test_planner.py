@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import pytest
+
 from modelrelease.core.analysis import Measurement
 from tests.core.world import FAILING, QUIET, World, base_spec
 
@@ -464,7 +466,18 @@ def test_a_rolled_back_canary_stage_is_marked_failed():
     assert world.status.stages[1].phase == "Failed"
 
 
-def test_rollback_from_weight_100_keeps_serving_while_the_stable_comes_back():
+def _change_training(world: World) -> None:
+    raw = base_spec()
+    raw["stages"][0]["training"]["epochs"] = 7
+    world.spec = World.of(raw).spec
+    world.generation += 1
+
+
+@pytest.mark.parametrize(("withdraw", "settled"), [
+    (lambda world: _act(world, abort="a1"), "RolledBack"),
+    (_change_training, "Training"),  # the release starts again; the old canary still hands back gently
+])
+def test_a_canary_at_weight_100_hands_back_in_batches_without_extra_pods(withdraw, settled):
     world = World.of()
     for _ in range(400):
         world.finish_jobs()
@@ -475,17 +488,19 @@ def test_rollback_from_weight_100_keeps_serving_while_the_stable_comes_back():
         world.wait(15)
     assert world.replicas() == (0, 10)
     world.instant_ready = False
-    _act(world, abort="a1")
-    capacity, canaries = [], []
+    withdraw(world)
+    capacity, totals, canaries = [], [], []
     for _ in range(10):
         world.step(measure=False)
         stable, canary = world.deployments["stable"], world.deployments["canary"]
         # Canary pods are ready; stable pods only as far as the Deployment controller got (one pass behind).
         capacity.append(stable.ready + canary.replicas)
+        totals.append(stable.replicas + canary.replicas)
         canaries.append(canary.replicas)
         world.deployments["stable"] = dataclasses.replace(stable, ready=stable.replicas)
-        if world.status.phase == "RolledBack":
+        if world.replicas() == (10, 0) and world.status.phase == settled:
             break
-    assert world.status.phase == "RolledBack" and world.replicas() == (10, 0)
-    assert min(capacity) >= 10, capacity  # never a moment without the full serving capacity
-    assert canaries == sorted(canaries, reverse=True) and canaries[0] == 10 and canaries[-1] == 0
+    assert world.status.phase == settled and world.replicas() == (10, 0)
+    assert set(totals) == {10}  # never more pods than replicas
+    assert min(capacity) >= 7, capacity  # at most one batch (3 of 10) short of full capacity
+    assert canaries == sorted(canaries, reverse=True) and canaries[0] == 7 and canaries[-1] == 0

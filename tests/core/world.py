@@ -1,7 +1,8 @@
 """A pure, in-memory stand-in for the cluster, to drive the planner through whole releases.
 
 It plays only what the planner's actions ask for: Jobs appear when created and finish when a test
-says so; Deployments become ready at once (or when released). No clock: tests pass `now`.
+says so; Deployments become ready at once (or, with instant_ready off, when a test says so).
+No clock: tests pass `now`.
 """
 
 from __future__ import annotations
@@ -119,9 +120,12 @@ class World:
             elif isinstance(action, ApplyDeployment):
                 seen = self.deployments.get(action.track)
                 version = action.version.id if action.version else (seen.version if seen else None)
-                ready = action.replicas if self.instant_ready else 0
                 # A version in the action means the pod template was rebuilt from the current spec.
                 settings = serving_hash(self.spec) if action.version else (seen.serving_hash if seen else None)
+                same_template = seen is not None and (seen.version, seen.serving_hash) == (version, settings)
+                # Not instant: new pods are not ready yet, but a scaled Deployment keeps its ready pods.
+                kept = min(seen.ready, action.replicas) if seen is not None and same_template else 0
+                ready = action.replicas if self.instant_ready else kept
                 self.deployments[action.track] = DeploymentObservation(
                     action.track, version, action.replicas, ready, settings)
             elif isinstance(action, EnsureService):

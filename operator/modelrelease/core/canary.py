@@ -3,8 +3,8 @@
 Rule: canary = ceil(total * weight / 100), so any non-zero weight gets at least one canary pod
 (weight 10 of 3 replicas -> 1 canary, 2 stable). Below weight 100 the stable keeps at least one pod
 (weight 90 of 3 -> 2 canary, 1 stable), so a partial weight always serves both tracks.
-stable + canary == total while a release progresses or promotes: a canary never adds pods.
-A rollback is the one exception (see withdraw): it surges the stable back first.
+stable + canary == total always: a canary never adds pods (no doubled GPU pods), not even while
+promoting or rolling back.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ def handover(total: int, stable_ready_at_new_version: int) -> Split:
 
 
 def withdraw(total: int, stable_ready_at_stable_version: int, canary_now: int) -> Split:
-    """One pass of a rollback: the stable goes back to all replicas at once, and the canary keeps
-    only the pods still needed to cover what the stable does not yet serve.
+    """One pass of a rollback: the mirror of a promotion batch, and the canary never grows.
 
-    Serving capacity never drops (a canary at weight 100 is not cut before the stable has pods),
-    the canary never grows, and it is gone as soon as the stable is ready on every replica.
+    The canary gives up at most what the stable has ready plus one batch (a quarter), so a canary at
+    weight 100 is not cut to nothing while the stable has no ready pod: capacity never drops by more
+    than one batch. A small canary goes at once.
     """
-    missing = max(0, total - max(0, stable_ready_at_stable_version))
-    return Split(stable=total, canary=min(max(0, canary_now), missing))
+    batch = max(1, math.ceil(total / 4))
+    uncovered = max(0, total - max(0, stable_ready_at_stable_version) - batch)
+    canary = min(max(0, canary_now), uncovered)
+    return Split(stable=total - canary, canary=canary)

@@ -16,7 +16,7 @@ from modelrelease.core.stages import next_analysis_at, step_ends_at
 
 def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]]:
     """Which version each track serves and with how many replicas, from the status alone
-    (plus, while promoting or rolling back, how far the stable Deployment has caught up)."""
+    (plus, while replicas move between the tracks, how far the stable Deployment has caught up)."""
     status = draft.status
     total = draft.spec.serving.replicas
     if status.stable is None:
@@ -26,16 +26,16 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
         ready = stable_seen.ready if stable_seen and stable_seen.version == status.canary.id else 0
         split = canary.handover(total, ready)
         return {"stable": (status.canary, split.stable), "canary": (None, split.canary)}
-    if status.phase == "RollingBack":
-        stable_seen = draft.observed.deployments.get("stable")
-        canary_seen = draft.observed.deployments.get("canary")
-        ready = stable_seen.ready if stable_seen and stable_seen.version == status.stable.id else 0
-        split = canary.withdraw(total, ready, canary_seen.replicas if canary_seen else 0)
-        return {"stable": (status.stable, split.stable), "canary": (None, split.canary)}
-    if status.canary is None or status.phase in ("RolledBack", "Released", "Failed"):
-        return {"stable": (status.stable, total), "canary": (None, 0)}
-    split = canary.split(total, status.canary_weight)
-    return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
+    if status.canary is not None and status.phase not in ("RollingBack", "RolledBack", "Released", "Failed"):
+        split = canary.split(total, status.canary_weight)
+        return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
+    # No canary wanted (a rollback, a spec change, an undo): whatever canary still serves hands its
+    # replicas back in batches, as fast as the stable has them ready.
+    stable_seen = draft.observed.deployments.get("stable")
+    canary_seen = draft.observed.deployments.get("canary")
+    ready = stable_seen.ready if stable_seen and stable_seen.version == status.stable.id else 0
+    split = canary.withdraw(total, ready, canary_seen.replicas if canary_seen else 0)
+    return {"stable": (status.stable, split.stable), "canary": (None, split.canary)}
 
 
 def converge_serving(draft: Draft) -> None:
