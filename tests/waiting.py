@@ -4,8 +4,9 @@ tests assert what happens, never how fast."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -27,12 +28,13 @@ def wait_for(condition: Callable[[], T], message: str = "the condition", *, time
         time.sleep(interval)
 
 
-async def async_wait_for(condition: Callable[[], T], message: str = "the condition", *,
+async def async_wait_for(condition: Callable[[], T | Awaitable[T]], message: str = "the condition", *,
                          timeout: float = WAIT_TIMEOUT, interval: float = 0.2) -> T:
-    """The same, for code running on an event loop."""
+    """The same, for code running on an event loop; the condition may be a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:
-        result = condition()
+        outcome = condition()
+        result = await outcome if inspect.isawaitable(outcome) else outcome
         if result:
             return result
         if time.monotonic() > deadline:

@@ -11,6 +11,7 @@ lastTransitionTime while their status does not change, Jobs get SuccessCriteriaM
 before Complete/Failed (as Kubernetes 1.31+ does).
 """
 import asyncio
+import contextlib
 import copy
 import datetime
 import functools
@@ -27,6 +28,8 @@ from modelrelease.local.outcomes import (
     ScriptedRollout,
 )
 from modelrelease.local.resources import ApiResource
+from modelrelease.local.runner import ProcessDeploymentRunner
+from modelrelease.local.serverpods import ServerPodMirror
 from modelrelease.local.store import ObjectStore
 
 __all__ = ['ControllerEmulator', 'DeploymentController', 'JobController']
@@ -253,17 +256,23 @@ class JobController:
 
 
 class DeploymentController:
-    """Drives apps/v1 Deployment statuses through a rollout of each new generation (no Pods)."""
+    """Drives apps/v1 Deployment statuses through a rollout of each new generation. A runner of real
+    server processes also gets them mirrored as Pods (see :mod:`.serverpods`); a scripted one has none."""
 
     def __init__(self, runner: DeploymentRunner | None = None) -> None:
         self.runner: DeploymentRunner = runner or ScriptedRollout()
         self._tasks: dict[Key, tuple[str, int, asyncio.Task[None]]] = {}
+        self.pod_mirror = ServerPodMirror(self.runner) if isinstance(self.runner, ProcessDeploymentRunner) else None
 
     async def run(self, store: ObjectStore) -> None:
         deployments = store.registry.get('apps', 'v1', 'deployments')
         assert deployments is not None
         watcher = store.watch(deployments)
         background: set[asyncio.Task[None]] = set()
+        if self.pod_mirror is not None:
+            assert isinstance(self.runner, ProcessDeploymentRunner)
+            self.runner.on_servers_changed.append(self.pod_mirror.nudge)
+            background.add(asyncio.create_task(self.pod_mirror.run(store), name='server pods'))
         try:
             async for kind, deployment in watcher:
                 key, uid = _key(deployment), deployment['metadata']['uid']
@@ -287,6 +296,9 @@ class DeploymentController:
                 self._tasks[key] = (uid, generation, task)
         finally:
             watcher.close()
+            if self.pod_mirror is not None and isinstance(self.runner, ProcessDeploymentRunner):
+                with contextlib.suppress(ValueError):
+                    self.runner.on_servers_changed.remove(self.pod_mirror.nudge)
             tasks = [task for *_, task in self._tasks.values()] + list(background)
             for task in tasks:
                 task.cancel()

@@ -22,6 +22,7 @@ the server's INJECT_ERROR_RATE and INJECT_LATENCY_MS, for the pods that match
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import itertools
 import json
@@ -76,6 +77,10 @@ class ServerProcess:
     scratch: pathlib.Path
     probe_path: str = '/readyz'
     ready: bool = False
+    owner: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The Deployment it is a replica of: namespace, name, uid."""
+    pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    started_at: str = ''
 
     @property
     def alive(self) -> bool:
@@ -150,6 +155,13 @@ async def http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
     return status_line.split()[1:2] == [b'200']
 
 
+def _call_safely(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        logger.exception('%r failed', callback)
+
+
 class ProcessDeploymentRunner:
     """A :class:`~.outcomes.DeploymentRunner` that runs model servers as local processes."""
 
@@ -159,6 +171,8 @@ class ProcessDeploymentRunner:
         self.artifact_root = pathlib.Path(artifact_root).resolve()
         self.python = python
         self.on_endpoints_changed = on_endpoints_changed
+        self.on_servers_changed: list[Callable[[], None]] = []
+        """Called when a server starts, becomes ready or stops (e.g. to mirror them as Pods)."""
         self.extra_env = dict(extra_env or {})
         self.log_dir = self.artifact_root / 'logs'
         self._servers: dict[tuple[str, str], list[ServerProcess]] = {}
@@ -171,6 +185,9 @@ class ProcessDeploymentRunner:
     def servers(self, namespace: str, name: str) -> list[ServerProcess]:
         return list(self._servers.get((namespace, name), []))
 
+    def all_servers(self) -> list[ServerProcess]:
+        return [server for servers in list(self._servers.values()) for server in servers]
+
     def endpoints(self) -> dict[EndpointKey, list[int]]:
         """The ports of ready, running servers, by (namespace, release, track, version)."""
         found: dict[EndpointKey, list[int]] = {}
@@ -181,11 +198,14 @@ class ProcessDeploymentRunner:
         return {key: sorted(ports) for key, ports in sorted(found.items())}
 
     def _changed(self) -> None:
+        """The ready endpoints changed (and so did the servers)."""
         if self.on_endpoints_changed is not None:
-            try:
-                self.on_endpoints_changed()
-            except Exception:
-                logger.exception('on_endpoints_changed failed')
+            _call_safely(self.on_endpoints_changed)
+        self._servers_changed()
+
+    def _servers_changed(self) -> None:
+        for callback in self.on_servers_changed:
+            _call_safely(callback)
 
     # The DeploymentRunner protocol.
 
@@ -209,6 +229,9 @@ class ProcessDeploymentRunner:
                     servers.append(self._start(deployment, wanted_hash))
             except OSError as exc:  # e.g. a command that does not exist on this machine
                 return RolloutOutcome(False, 'ProgressDeadlineExceeded', f'cannot start a server: {exc}')
+            finally:
+                if replicas > len(current):
+                    self._servers_changed()
             failure = await self._wait_ready(servers, wanted_hash, deadline)
             if failure is not None:
                 return RolloutOutcome(False, 'ProgressDeadlineExceeded', failure)
@@ -273,7 +296,10 @@ class ProcessDeploymentRunner:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         logger.info('Started %s on 127.0.0.1:%d (pid %d, log %s)', name, port, process.pid, log_file)
-        return ServerProcess(name, _endpoint_key(deployment), wanted_hash, port, process, log_file, scratch, probe)
+        owner = {'namespace': meta.get('namespace') or 'default', 'name': meta['name'], 'uid': meta.get('uid', '')}
+        started_at = datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+        return ServerProcess(name, _endpoint_key(deployment), wanted_hash, port, process, log_file, scratch, probe,
+                             owner=owner, pod_template=template, started_at=started_at)
 
     async def _wait_ready(self, servers: list[ServerProcess], wanted_hash: str, deadline: float) -> str | None:
         """None once every server of this template is ready; else why not."""
@@ -317,3 +343,4 @@ class ProcessDeploymentRunner:
             kill_group(server.process)
             self._ports_given.discard(server.port)
             shutil.rmtree(server.scratch, ignore_errors=True)
+            self._servers_changed()
