@@ -99,7 +99,8 @@ class ServerPodMirror:
 
     async def run(self, store: ObjectStore) -> None:
         pods = store.registry.get('', 'v1', 'pods')
-        assert pods is not None
+        deployments = store.registry.get('apps', 'v1', 'deployments')
+        assert pods is not None and deployments is not None
         self._loop = asyncio.get_running_loop()
         self._wanted.set()  # one pass at start: Pods left from an earlier run of the store go
         try:
@@ -107,15 +108,19 @@ class ServerPodMirror:
                 await self._wanted.wait()
                 self._wanted.clear()
                 try:
-                    self.sync(store, pods, self.servers.all_servers())
+                    self.sync(store, pods, deployments, self.servers.all_servers())
                 except Exception:  # a mirror must not take the controllers down with it
                     logger.exception('Could not mirror the server processes as Pods')
         finally:
             self._loop = None
 
     @staticmethod
-    def sync(store: ObjectStore, pods: ApiResource, servers: Iterable[ServerProcess]) -> None:
-        wanted = {(s.owner['namespace'], s.name): s for s in servers}
+    def sync(store: ObjectStore, pods: ApiResource, deployments: ApiResource, servers: Iterable[ServerProcess]) -> None:
+        def owner_exists(server: ServerProcess) -> bool:  # a deleted Deployment's servers are on their way out
+            found = store.find(deployments, server.owner['namespace'], server.owner['name'])
+            return found is not None and found['metadata']['uid'] == server.owner['uid']
+
+        wanted = {(s.owner['namespace'], s.name): s for s in servers if owner_exists(s)}
         for pod in store.list_objects(pods, labels=LabelSelector.parse(f'{MIRROR_LABEL}=true')):
             key = (pod['metadata']['namespace'], pod['metadata']['name'])
             if key not in wanted:
