@@ -81,10 +81,16 @@ def server_pod_status(server: ServerProcess, spec: Mapping[str, Any], old: Mappi
     }
 
 
+class ServerSource(Protocol):
+    """What the mirror needs of a runner (ProcessDeploymentRunner has it)."""
+
+    def all_servers(self) -> list[ServerProcess]: ...
+
+
 class ServerPodMirror:
     """Keeps the store's server Pods equal to the runner's processes; ``nudge()`` asks for a pass."""
 
-    def __init__(self, servers: 'ServerSource') -> None:
+    def __init__(self, servers: ServerSource) -> None:
         self.servers = servers
         self._wanted = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,9 +143,3 @@ class ServerPodMirror:
             if status != pod.get('status'):
                 with contextlib.suppress(errors.ApiError):
                     store.replace(pods, namespace, name, {'status': status}, subresource='status')
-
-
-class ServerSource(Protocol):
-    """What the mirror needs of a runner (ProcessDeploymentRunner has it)."""
-
-    def all_servers(self) -> list[ServerProcess]: ...
