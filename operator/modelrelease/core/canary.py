@@ -32,13 +32,18 @@ def split(total: int, weight: int) -> Split:
     return Split(stable=total - canary, canary=canary)
 
 
+def _batch(total: int) -> int:
+    """Replicas that move between the tracks in one pass: a quarter, at least one."""
+    return max(1, math.ceil(total / 4))
+
+
 def handover(total: int, stable_ready_at_new_version: int) -> Split:
     """One batch of a promotion: move up to a quarter of the replicas from canary to stable.
 
     The stable Deployment already runs the new version; it takes replicas only as fast as they
     become ready, so serving capacity never drops by more than one batch and never doubles.
     """
-    batch = max(1, math.ceil(total / 4))
+    batch = _batch(total)
     stable = min(total, max(0, stable_ready_at_new_version) + batch)
     return Split(stable=stable, canary=total - stable)
 
@@ -50,7 +55,7 @@ def withdraw(total: int, stable_ready_at_stable_version: int, canary_now: int) -
     weight 100 is not cut to nothing while the stable has no ready pod: capacity never drops by more
     than one batch. A small canary goes at once.
     """
-    batch = max(1, math.ceil(total / 4))
+    batch = _batch(total)
     uncovered = max(0, total - max(0, stable_ready_at_stable_version) - batch)
     canary = min(max(0, canary_now), uncovered)
     return Split(stable=total - canary, canary=canary)

@@ -14,6 +14,12 @@ from modelrelease.core.naming import serving_hash
 from modelrelease.core.stages import next_analysis_at, step_ends_at
 
 
+def _stable_ready_at(draft: Draft, version_id: str) -> int:
+    """Ready pods of the stable Deployment once its template serves this version (0 until then)."""
+    seen = draft.observed.deployments.get("stable")
+    return seen.ready if seen is not None and seen.version == version_id else 0
+
+
 def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]]:
     """Which version each track serves and with how many replicas, from the status alone
     (plus, while replicas move between the tracks, how far the stable Deployment has caught up)."""
@@ -22,19 +28,16 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
     if status.stable is None:
         return {}
     if status.phase == "Promoting" and status.canary is not None:
-        stable_seen = draft.observed.deployments.get("stable")
-        ready = stable_seen.ready if stable_seen and stable_seen.version == status.canary.id else 0
-        split = canary.handover(total, ready)
+        split = canary.handover(total, _stable_ready_at(draft, status.canary.id))
         return {"stable": (status.canary, split.stable), "canary": (None, split.canary)}
     if status.canary is not None and status.phase not in ("RollingBack", "RolledBack", "Released", "Failed"):
         split = canary.split(total, status.canary_weight)
         return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
     # No canary wanted (a rollback, a spec change, an undo): whatever canary still serves hands its
     # replicas back in batches, as fast as the stable has them ready.
-    stable_seen = draft.observed.deployments.get("stable")
     canary_seen = draft.observed.deployments.get("canary")
-    ready = stable_seen.ready if stable_seen and stable_seen.version == status.stable.id else 0
-    split = canary.withdraw(total, ready, canary_seen.replicas if canary_seen else 0)
+    canary_now = canary_seen.replicas if canary_seen else 0
+    split = canary.withdraw(total, _stable_ready_at(draft, status.stable.id), canary_now)
     return {"stable": (status.stable, split.stable), "canary": (None, split.canary)}
 
 

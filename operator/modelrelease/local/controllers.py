@@ -11,15 +11,13 @@ lastTransitionTime while their status does not change, Jobs get SuccessCriteriaM
 before Complete/Failed (as Kubernetes 1.31+ does).
 """
 import asyncio
-import contextlib
 import copy
-import datetime
 import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from modelrelease.local import errors
+from modelrelease.local import errors, timestamps
 from modelrelease.local.outcomes import (
     DeploymentRunner,
     JobExecutor,
@@ -39,17 +37,13 @@ Object = dict[str, Any]
 Key = tuple[str, str]
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
-
-
 def _key(obj: Mapping[str, Any]) -> Key:
     return (obj['metadata'].get('namespace') or '', obj['metadata']['name'])
 
 
 def _conditions(old: list[Object] | None, new: list[tuple[str, str, str, str]], *, job: bool) -> list[Object]:
     """Build conditions; the ones whose status did not change keep their lastTransitionTime."""
-    now = _now()
+    now = timestamps.now()
     previous = {condition.get('type'): condition for condition in old or []}
     result = []
     for kind, status, reason, message in new:
@@ -140,7 +134,7 @@ class JobController:
         status = _current_status(store, jobs, job)
         if status is None:
             return
-        status.setdefault('startTime', _now())
+        status.setdefault('startTime', timestamps.now())
         failures = int(status.get('failed') or 0)
         pod: Object | None = None
         try:
@@ -186,7 +180,7 @@ class JobController:
 
     async def _run_pod(self, store: ObjectStore, jobs: ApiResource, pods: ApiResource, job: Object, pod: Object,
                        job_status: Object) -> JobOutcome:
-        now = _now()
+        now = timestamps.now()
         containers = (pod.get('spec') or {}).get('containers') or []
         pod_status = {
             'phase': 'Running', 'startTime': now, 'hostIP': '127.0.0.1', 'podIP': '127.0.0.1', 'qosClass': 'BestEffort',
@@ -217,7 +211,7 @@ class JobController:
         status = _current_status(store, pods, pod)
         if status is None:
             return
-        now = _now()
+        now = timestamps.now()
         status['phase'] = 'Succeeded' if outcome.kind == 'succeeded' else 'Failed'
         if outcome.kind == 'deadline_exceeded':
             status.update(reason='DeadlineExceeded', message='Job was active longer than specified deadline')
@@ -237,7 +231,7 @@ class JobController:
 
     @staticmethod
     def _complete(store: ObjectStore, jobs: ApiResource, job: Object, status: Object) -> None:
-        status.update(active=0, ready=0, succeeded=1, completionTime=_now(), uncountedTerminatedPods={})
+        status.update(active=0, ready=0, succeeded=1, completionTime=timestamps.now(), uncountedTerminatedPods={})
         status['conditions'] = _conditions(status.get('conditions'), [
             ('SuccessCriteriaMet', 'True', 'CompletionsReached', 'Reached expected number of succeeded pods'),
             ('Complete', 'True', 'CompletionsReached', 'Reached expected number of succeeded pods'),
@@ -270,8 +264,6 @@ class DeploymentController:
         watcher = store.watch(deployments)
         background: set[asyncio.Task[None]] = set()
         if self.pod_mirror is not None:
-            assert isinstance(self.runner, ProcessDeploymentRunner)
-            self.runner.on_servers_changed.append(self.pod_mirror.nudge)
             background.add(asyncio.create_task(self.pod_mirror.run(store), name='server pods'))
         try:
             async for kind, deployment in watcher:
@@ -296,9 +288,6 @@ class DeploymentController:
                 self._tasks[key] = (uid, generation, task)
         finally:
             watcher.close()
-            if self.pod_mirror is not None and isinstance(self.runner, ProcessDeploymentRunner):
-                with contextlib.suppress(ValueError):
-                    self.runner.on_servers_changed.remove(self.pod_mirror.nudge)
             tasks = [task for *_, task in self._tasks.values()] + list(background)
             for task in tasks:
                 task.cancel()

@@ -22,7 +22,6 @@ the server's INJECT_ERROR_RATE and INJECT_LATENCY_MS, for the pods that match
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import itertools
 import json
@@ -38,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from modelrelease.local import timestamps
 from modelrelease.local.executor import exit_code_of, kill_group, local_command, process_environment
 from modelrelease.local.outcomes import RolloutOutcome
 from modelrelease.local.ports import free_port, port_is_free
@@ -297,7 +297,7 @@ class ProcessDeploymentRunner:
             raise
         logger.info('Started %s on 127.0.0.1:%d (pid %d, log %s)', name, port, process.pid, log_file)
         owner = {'namespace': meta.get('namespace') or 'default', 'name': meta['name'], 'uid': meta.get('uid', '')}
-        started_at = datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+        started_at = timestamps.now()
         return ServerProcess(name, _endpoint_key(deployment), wanted_hash, port, process, log_file, scratch, probe,
                              owner=owner, pod_template=template, started_at=started_at)
 

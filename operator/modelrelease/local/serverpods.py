@@ -13,12 +13,11 @@ the Deployment's servers writes it again).
 import asyncio
 import contextlib
 import copy
-import datetime
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from modelrelease.local import errors
+from modelrelease.local import errors, timestamps
 from modelrelease.local.resources import ApiResource
 from modelrelease.local.runner import ServerProcess
 from modelrelease.local.selectors import LabelSelector
@@ -31,10 +30,6 @@ Object = dict[str, Any]
 
 MIRROR_LABEL = 'local.modelrelease.io/server-pod'
 PORT_ANNOTATION = 'local.modelrelease.io/port'
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def server_pod(server: ServerProcess) -> Object:
@@ -58,7 +53,7 @@ def server_pod_status(server: ServerProcess, spec: Mapping[str, Any], old: Mappi
     """Running while the process lives; Ready as its probe says. Unchanged parts keep their times."""
     old = old or {}
     previous = {c.get('type'): c for c in old.get('conditions') or []}
-    now = _now()
+    now = timestamps.now()
     started = old.get('startTime') or server.started_at
 
     def condition(kind: str, true: bool) -> Object:
@@ -84,6 +79,8 @@ def server_pod_status(server: ServerProcess, spec: Mapping[str, Any], old: Mappi
 class ServerSource(Protocol):
     """What the mirror needs of a runner (ProcessDeploymentRunner has it)."""
 
+    on_servers_changed: list[Callable[[], None]]
+
     def all_servers(self) -> list[ServerProcess]: ...
 
 
@@ -108,6 +105,7 @@ class ServerPodMirror:
         deployments = store.registry.get('apps', 'v1', 'deployments')
         assert pods is not None and deployments is not None
         self._loop = asyncio.get_running_loop()
+        self.servers.on_servers_changed.append(self.nudge)
         self._wanted.set()  # one pass at start: Pods left from an earlier run of the store go
         try:
             while True:
@@ -118,6 +116,7 @@ class ServerPodMirror:
                 except Exception:  # a mirror must not take the controllers down with it
                     logger.exception('Could not mirror the server processes as Pods')
         finally:
+            self.servers.on_servers_changed.remove(self.nudge)
             self._loop = None
 
     @staticmethod

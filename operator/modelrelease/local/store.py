@@ -12,13 +12,12 @@ cleanup; dry runs; CRDs (un)registering their resources; no-op writes not bumpin
 """
 import asyncio
 import copy
-import datetime
 import secrets
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from modelrelease.local import admission, errors, patching
+from modelrelease.local import admission, errors, patching, timestamps
 from modelrelease.local.patching import PatchType
 from modelrelease.local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
 from modelrelease.local.selectors import FieldSelector, LabelSelector
@@ -33,10 +32,6 @@ ObjectKey = tuple[str | None, str]  # (namespace, name)
 _CRDS: StorageKey = ('apiextensions.k8s.io', 'customresourcedefinitions')
 _NAMESPACES: StorageKey = ('', 'namespaces')
 _NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # as the real generateName: no vowels, no look-alikes
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def _content(obj: Mapping[str, Any], resource: ApiResource) -> dict[str, Any]:
@@ -178,7 +173,7 @@ class ObjectStore:
         if namespace is not None:
             self._ensure_namespace(namespace, dry_run=dry_run)
 
-        now = _now()
+        now = timestamps.now()
         for transient in ('deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'resourceVersion'):
             meta.pop(transient, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, generation=1)
@@ -291,7 +286,7 @@ class ObjectStore:
         new['metadata']['resourceVersion'] = old['metadata']['resourceVersion']
         if _content(new, resource) != _content(old, resource):
             new['metadata']['generation'] = int(old['metadata'].get('generation') or 0) + 1
-        admission.admit_update(resource, old, new, _now())
+        admission.admit_update(resource, old, new, timestamps.now())
         if _without_rv(new) == _without_rv(old):
             return self.render(resource, old)  # a no-op write: no new resourceVersion, no watch event
         if dry_run:
@@ -318,7 +313,7 @@ class ObjectStore:
             if meta.get('deletionTimestamp'):
                 return self.render(resource, old)
             new = copy.deepcopy(old)
-            new['metadata'].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+            new['metadata'].update(deletionTimestamp=timestamps.now(), deletionGracePeriodSeconds=0)
             return self._commit(resource, key, old, new)
         result = self._commit(resource, key, old, old, deleting=True)
         self._after_delete(resource, result, orphan=(policy == 'Orphan'))
