@@ -29,8 +29,8 @@ from tests.prometheus.fake_modelserver import Behaviour, TrackExporter, TrafficD
 from modelrelease.adapters.prometheus import PrometheusConnection, PrometheusProvider
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.core.analysis import judge
-from modelrelease.local.prometheus import PrometheusProcess, ScrapeTarget
 from modelrelease.runtime.measure import ReleaseVariables, measure_checks
+from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget
 
 ANALYSIS_INTERVAL = 5.0
 SCRAPE_INTERVAL = 1.0

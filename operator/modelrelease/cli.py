@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["local"]:
         # The embedded default has its own parser (and heavier imports); hand it the rest.
-        from modelrelease.local.__main__ import main as local_main
+        from modelrelease_local.__main__ import main as local_main
 
         return local_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease_local.apiserver import EmbeddedApiServer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "model-release-operator"

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from modelrelease.local.outcomes import JobOutcome
-from modelrelease.local.patching import PatchType
-from modelrelease.local.ports import free_port
-from modelrelease.local.recording import RequestRecord
+from modelrelease_local.outcomes import JobOutcome
+from modelrelease_local.patching import PatchType
+from modelrelease_local.ports import free_port
+from modelrelease_local.recording import RequestRecord
 from tests.chart.rbac import Access, Grant, check_coverage, default_allows, grants_of, wildcards
 from tests.chart.rendering import Rendered, render
 from tests.operator.conftest import Harness, release_spec

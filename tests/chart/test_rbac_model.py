@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrelease.local.recording import RequestRecord
+from modelrelease_local.recording import RequestRecord
 from tests.chart.rbac import Access, access_of, check_coverage, default_allows, grants_of, wildcards
 
 ACCOUNT = ("ops", "operator")

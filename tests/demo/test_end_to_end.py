@@ -11,8 +11,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from modelrelease.local.demo import load_release, run_demo
-from modelrelease.local.stack import StackSettings
+from modelrelease_local.demo import load_release, run_demo
+from modelrelease_local.stack import StackSettings
 from tests.demo.conftest import DEMO
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -60,7 +60,7 @@ def test_a_faulty_canary_is_rolled_back_from_the_command_line(no_leftovers: path
     release_file = no_leftovers / 'release.yaml'
     release_file.write_text(yaml.safe_dump(short_release()))
     report = no_leftovers / 'report'
-    command = [sys.executable, '-m', 'modelrelease.local', '--state-dir', str(no_leftovers / 'state'), 'demo',
+    command = [sys.executable, '-m', 'modelrelease_local', '--state-dir', str(no_leftovers / 'state'), 'demo',
                '--rollback', '--release', str(release_file), '--report', str(report), '--no-live']
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, 'COLUMNS': '120'})

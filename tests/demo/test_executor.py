@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from modelrelease.local.executor import ProcessJobExecutor, run_command
+from modelrelease_local.executor import ProcessJobExecutor, run_command
 from tests.demo.conftest import demo_spec, pod_of, trainer_job
 from tests.waiting import async_wait_for
 
@@ -102,7 +102,7 @@ async def test_cancelling_kills_the_process_group(tmp_path: pathlib.Path) -> Non
 
 
 def test_the_interpreter_is_never_rewritten_even_under_a_mapped_prefix() -> None:
-    from modelrelease.local.executor import local_command
+    from modelrelease_local.executor import local_command
 
     container = {'args': ['train', '--output', '/tmp/out']}
     command = local_command(container, '/tmp/checkout/.venv/bin/python', lambda arg: arg.replace('/tmp', '/scratch'))

@@ -1,4 +1,4 @@
-"""`python -m modelrelease.local up` serves kubectl until `down` stops it, and everything it started."""
+"""`python -m modelrelease_local up` serves kubectl until `down` stops it, and everything it started."""
 import os
 import pathlib
 import signal
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def _local(state: pathlib.Path, *args: str) -> list[str]:
-    return [sys.executable, '-m', 'modelrelease.local', '--state-dir', str(state), *args]
+    return [sys.executable, '-m', 'modelrelease_local', '--state-dir', str(state), *args]
 
 
 def _kubectl(kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:

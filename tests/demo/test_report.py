@@ -7,10 +7,10 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from modelrelease.local.executor import TrainingProgress
-from modelrelease.local.report import ReleaseRecorder, plotted_value, sample_of, summary_table, write_report
-from modelrelease.local.traffic import TrafficStats
-from modelrelease.local.view import render
+from modelrelease_local.executor import TrainingProgress
+from modelrelease_local.report import ReleaseRecorder, plotted_value, sample_of, summary_table, write_report
+from modelrelease_local.traffic import TrafficStats
+from modelrelease_local.view import render
 from tests.demo.conftest import DEMO
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelrelease.api.status import ModelVersion
-from modelrelease.local.runner import EndpointKey, ProcessDeploymentRunner, fault_env, server_args
+from modelrelease_local.runner import EndpointKey, ProcessDeploymentRunner, fault_env, server_args
 from tests.demo.conftest import demo_spec, server_deployment
 from tests.waiting import async_wait_for
 

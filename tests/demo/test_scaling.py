@@ -2,10 +2,10 @@
 import pathlib
 
 from modelrelease.api.status import ModelVersion
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.controllers import ControllerEmulator
-from modelrelease.local.patching import PatchType
-from modelrelease.local.runner import ProcessDeploymentRunner
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.patching import PatchType
+from modelrelease_local.runner import ProcessDeploymentRunner
 from tests.demo.conftest import demo_spec, server_deployment
 from tests.waiting import async_wait_for
 

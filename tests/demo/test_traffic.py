@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelrelease.local.runner import EndpointKey
-from modelrelease.local.traffic import TrafficGenerator, digits_samples, pick_endpoint
+from modelrelease_local.runner import EndpointKey
+from modelrelease_local.traffic import TrafficGenerator, digits_samples, pick_endpoint
 from tests.waiting import wait_for
 
 STABLE = EndpointKey('default', 'digits', 'stable', 'sha256:aa', 'digits')

@@ -2,7 +2,7 @@
 import json
 import pathlib
 
-from modelrelease.local.volumes import PathMap, pod_path_map
+from modelrelease_local.volumes import PathMap, pod_path_map
 
 LOCAL = PathMap((('/models', pathlib.Path('/srv/local/artifacts')), ('/tmp', pathlib.Path('/var/scratch/p1/tmp'))))
 

@@ -9,9 +9,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.controllers import ControllerEmulator
-from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
 
 WIDGETS_CRD: dict[str, Any] = {
     'apiVersion': 'apiextensions.k8s.io/v1',

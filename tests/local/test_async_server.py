@@ -9,9 +9,9 @@ import urllib.request
 import aiohttp
 import yaml
 
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.controllers import ControllerEmulator
-from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.outcomes import JobOutcome, ScriptedExecutor
 from tests.local.conftest import job_body
 from tests.waiting import wait_for
 
@@ -57,7 +57,7 @@ def test_controllers_attach_to_a_running_server() -> None:
 
 def test_serving_from_a_subprocess(tmp_path: pathlib.Path) -> None:
     kubeconfig = tmp_path / 'kubeconfig'
-    process = subprocess.Popen([sys.executable, '-m', 'modelrelease.local.apiserver', '--kubeconfig', str(kubeconfig)],
+    process = subprocess.Popen([sys.executable, '-m', 'modelrelease_local.apiserver', '--kubeconfig', str(kubeconfig)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None

@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease_local.apiserver import EmbeddedApiServer
 from tests.local.conftest import WIDGETS_CRD
 
 ApiException = kubernetes.client.ApiException

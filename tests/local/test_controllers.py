@@ -4,7 +4,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelrelease.local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
+from modelrelease_local.outcomes import JobOutcome, ScriptedExecutor, ScriptedRollout
 from tests.local.conftest import deployment_body, job_body
 from tests.waiting import wait_for
 

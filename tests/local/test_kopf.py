@@ -8,7 +8,7 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease_local.apiserver import EmbeddedApiServer
 from tests.waiting import wait_for
 
 OPERATOR = pathlib.Path(__file__).with_name('kopf_widget_operator.py')

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.outcomes import JobOutcome
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.outcomes import JobOutcome
 from tests.local.conftest import WIDGETS_CRD, deployment_body, job_body
 from tests.waiting import wait_for
 

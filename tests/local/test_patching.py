@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from modelrelease.local.patching import (
+from modelrelease_local.patching import (
     PatchError,
     apply_json_patch,
     apply_merge_patch,

@@ -4,7 +4,7 @@ import json
 import kubernetes
 import pytest
 
-from modelrelease.local.apiserver import EmbeddedApiServer
+from modelrelease_local.apiserver import EmbeddedApiServer
 from tests.local.conftest import deployment_body
 
 GROUP, VERSION, PLURAL = 'example.com', 'v1', 'widgets'

@@ -1,9 +1,9 @@
 """Selectors, printer columns' JSONPath and the protobuf decoding, as pure functions."""
 import pytest
 
-from modelrelease.local.protobuf import ProtobufError, decode_object
-from modelrelease.local.selectors import FieldSelector, LabelSelector, SelectorError
-from modelrelease.local.tables import evaluate_jsonpath
+from modelrelease_local.protobuf import ProtobufError, decode_object
+from modelrelease_local.selectors import FieldSelector, LabelSelector, SelectorError
+from modelrelease_local.tables import evaluate_jsonpath
 
 OBJ = {'metadata': {'name': 'n', 'namespace': 'ns', 'labels': {'app': 'a', 'app.kubernetes.io/part-of': 'x', 'n': '5'}},
        'status': {'phase': 'Running', 'ready': True,

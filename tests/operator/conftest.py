@@ -16,9 +16,9 @@ import kubernetes
 import pytest
 
 from modelrelease.api.crd import build_crd
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.controllers import ControllerEmulator
-from modelrelease.local.outcomes import ScriptedExecutor, ScriptedRollout
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.outcomes import ScriptedExecutor, ScriptedRollout
 from tests.core.world import base_spec
 from tests.operator.fakes import FakePrometheus, TrainingScript
 from tests.waiting import wait_for

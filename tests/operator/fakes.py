@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from modelrelease.local.outcomes import JobOutcome
+from modelrelease_local.outcomes import JobOutcome
 
 _METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*")
 _TRACK = re.compile(r'track="(canary|stable)"')

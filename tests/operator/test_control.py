@@ -74,7 +74,7 @@ def test_promote_finishes_the_step_and_promote_full_releases(harness: Harness):
 
 
 def test_retry_after_a_failed_job_trains_a_new_attempt(harness: Harness):
-    from modelrelease.local.outcomes import JobOutcome
+    from modelrelease_local.outcomes import JobOutcome
 
     harness.training.failures["grow"] = JobOutcome.failed(75, "transient")
     harness.apply("digits", release_spec(harness.prometheus.url))

@@ -33,7 +33,7 @@ def test_failed_gate_rolls_back_and_names_the_gate(harness: Harness):
 
 
 def test_failed_job_rolls_back_with_exit_code_and_message(harness: Harness):
-    from modelrelease.local.outcomes import JobOutcome
+    from modelrelease_local.outcomes import JobOutcome
 
     harness.training.failures["grow"] = JobOutcome.failed(
         65, '{"schemaVersion": 1, "ok": false, "stage": "grow", "error": "--data: no such file", "exitCode": 65}')
@@ -46,7 +46,7 @@ def test_failed_job_rolls_back_with_exit_code_and_message(harness: Harness):
 
 
 def test_oom_killed_training_says_so(harness: Harness):
-    from modelrelease.local.outcomes import JobOutcome
+    from modelrelease_local.outcomes import JobOutcome
 
     harness.training.failures["warmup"] = JobOutcome.oom_killed()
     harness.apply("digits", release_spec(harness.prometheus.url))

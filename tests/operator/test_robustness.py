@@ -133,7 +133,7 @@ def test_liveness_endpoint_and_json_logs(harness: Harness):
     import json
     import urllib.request
 
-    from modelrelease.local.ports import free_port
+    from modelrelease_local.ports import free_port
 
     port = free_port()
     harness.kill_operator()

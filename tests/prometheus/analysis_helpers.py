@@ -12,7 +12,7 @@ from modelrelease.adapters.prometheus import MetricsProvider
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.api.status import CheckRecord
 from modelrelease.core.analysis import Measurement, judge
-from modelrelease.core.presets import PRESETS
+from modelrelease.promql.presets import PRESETS
 from modelrelease.runtime.measure import ReleaseVariables, measure_checks
 
 T = TypeVar("T")

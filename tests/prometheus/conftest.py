@@ -14,8 +14,8 @@ from datetime import timedelta
 import pytest
 
 from modelrelease.adapters.prometheus import PrometheusConnection, PrometheusProvider
-from modelrelease.local.prometheus import PrometheusProcess, ScrapeTarget, create_blocks_from_openmetrics
 from modelrelease.runtime.measure import ReleaseVariables
+from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget, create_blocks_from_openmetrics
 from tests.prometheus import history_data
 from tests.prometheus.fake_modelserver import Behaviour, TrackExporter, TrafficDriver, Workload
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from modelrelease.core.analysis import run_verdict
-from modelrelease.core.presets import PRESETS
+from modelrelease.promql.presets import PRESETS
 from tests.prometheus.analysis_helpers import analysis_spec, by_name, poll, preset_checks, run_once
 from tests.prometheus.conftest import Live
 

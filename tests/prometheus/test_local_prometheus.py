@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrelease.local.prometheus import PrometheusError, PrometheusProcess, ScrapeTarget, scrape_config
+from modelrelease_local.prometheus import PrometheusError, PrometheusProcess, ScrapeTarget, scrape_config
 from tests.prometheus.analysis_helpers import poll
 from tests.prometheus.conftest import Live, provider_for
 

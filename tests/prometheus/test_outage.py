@@ -6,7 +6,7 @@ import pytest
 
 from modelrelease.api.status import AnalysisRecord
 from modelrelease.core.analysis import run_verdict, tally
-from modelrelease.local.prometheus import PrometheusProcess
+from modelrelease_local.prometheus import PrometheusProcess
 from tests.prometheus.analysis_helpers import analysis_spec, poll, run_once
 from tests.prometheus.conftest import SCRAPE_INTERVAL, Live, provider_for
 

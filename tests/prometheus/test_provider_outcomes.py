@@ -23,8 +23,8 @@ from modelrelease.adapters.prometheus import (
     connection_from_spec_async,
 )
 from modelrelease.api.spec import PrometheusSpec
-from modelrelease.local.ports import free_port
-from modelrelease.local.prometheus import PrometheusProcess
+from modelrelease_local.ports import free_port
+from modelrelease_local.prometheus import PrometheusProcess
 from tests.prometheus.analysis_helpers import poll
 from tests.prometheus.conftest import Live
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelrelease.core.presets import PRESETS
-from modelrelease.core.promql import (
+from modelrelease.promql.presets import PRESETS
+from modelrelease.promql.templates import (
     escape_regex,
     escape_string_content,
     format_range,

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from modelrelease.api.base import Duration, WireModel, dns_label, parse_duration
-from modelrelease.core.presets import PRESETS
-from modelrelease.core.promql import template_errors
+from modelrelease.promql.presets import PRESETS
+from modelrelease.promql.templates import template_errors
 
 DEFAULT_IMAGE = "ghcr.io/modelrelease/trainer:0.1.0"
 GATE_METRICS = ("accuracy", "precision", "recall", "f1", "loss")

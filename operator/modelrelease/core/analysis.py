@@ -18,7 +18,7 @@ from typing import Literal
 
 from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
 from modelrelease.api.status import AnalysisRecord, CheckRecord, Verdict
-from modelrelease.core.presets import PRESETS
+from modelrelease.promql.presets import PRESETS
 
 Outcome = Literal["continue", "rollback", "pause"]
 _SEVERITY: dict[Verdict, int] = {"Pass": 0, "Skipped": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}

@@ -14,8 +14,8 @@ from datetime import timedelta
 from modelrelease.adapters.prometheus import MetricsProvider, QueryResult
 from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
 from modelrelease.core.analysis import Measurement, bounds_of
-from modelrelease.core.presets import PRESETS
-from modelrelease.core.promql import format_range, render
+from modelrelease.promql.presets import PRESETS
+from modelrelease.promql.templates import format_range, render
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from modelrelease.local.resources import ApiResource
+from modelrelease_local.resources import ApiResource
 
 __all__ = ['render_table', 'wants_table']
 

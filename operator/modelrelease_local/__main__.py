@@ -1,5 +1,5 @@
 """
-``python -m modelrelease.local up|down|demo``: the embedded default from the command line.
+``python -m modelrelease_local up|down|demo``: the embedded default from the command line.
 
 - ``up`` starts everything (see :mod:`.stack`) on 127.0.0.1, writes a kubeconfig, prints how to use
   kubectl with it, and stays in the foreground until Ctrl-C or ``down``;
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from modelrelease.local.ports import port_is_free
-from modelrelease.local.stack import LocalStack, StackSettings
+from modelrelease_local.ports import port_is_free
+from modelrelease_local.stack import LocalStack, StackSettings
 
 DEFAULT_STATE_DIR = pathlib.Path('.modelrelease-local')
 PID_FILE = 'up.pid'
@@ -28,7 +28,7 @@ PREFERRED_PROMETHEUS_PORT = 9090  # the address examples/digits-demo.yaml names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m modelrelease.local',
+    parser = argparse.ArgumentParser(prog='python -m modelrelease_local',
                                      description='The embedded default: a local Kubernetes API, operator, '
                                                  'trainers, model servers, Prometheus and traffic.')
     parser.add_argument('--state-dir', type=pathlib.Path, default=DEFAULT_STATE_DIR,
@@ -86,7 +86,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
     state_dir = args.state_dir.resolve()
     pid_file = state_dir / PID_FILE
     if (pid := _running_pid(pid_file)) is not None:
-        console.print(f'[red]Already up (pid {pid}); stop it with `python -m modelrelease.local down`.[/red]')
+        console.print(f'[red]Already up (pid {pid}); stop it with `python -m modelrelease_local down`.[/red]')
         return 1
     prometheus_port = args.prometheus_port
     if prometheus_port is None and port_is_free(PREFERRED_PROMETHEUS_PORT):
@@ -109,7 +109,7 @@ Use it with kubectl:
   kubectl apply -f examples/digits-demo.yaml    # its spec.analysis.prometheus.url must be {stack.prometheus_url}
   kubectl get modelreleases -w
 
-Stop with Ctrl-C, or `python -m modelrelease.local down` from another terminal.""", soft_wrap=True)
+Stop with Ctrl-C, or `python -m modelrelease_local down` from another terminal.""", soft_wrap=True)
             while not stop.wait(1.0):
                 if not stack.operator_alive():
                     console.print(f'[red]The operator exited; see {stack.operator_log}. Stopping.[/red]')
@@ -140,7 +140,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from modelrelease.local.demo import load_release, run_demo
+    from modelrelease_local.demo import load_release, run_demo
 
     settings = StackSettings(state_dir=args.state_dir.resolve() / 'demo', traffic_rate=args.rate)
     result = run_demo(load_release(args.release), settings=settings, rollback=args.rollback, report_dir=args.report,

@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from modelrelease.local.report import ReleaseRecorder, summary_table, write_report
-from modelrelease.local.runner import FAULT_SELECTOR
-from modelrelease.local.stack import LocalStack, StackSettings
-from modelrelease.local.view import LiveView, render
+from modelrelease_local.report import ReleaseRecorder, summary_table, write_report
+from modelrelease_local.runner import FAULT_SELECTOR
+from modelrelease_local.stack import LocalStack, StackSettings
+from modelrelease_local.view import LiveView, render
 
 __all__ = ['DEMO_RELEASE', 'DemoResult', 'load_release', 'prepare_release', 'run_demo']
 

@@ -30,12 +30,12 @@ import kubernetes
 
 from modelrelease import api
 from modelrelease.api.crd import build_crd
-from modelrelease.local.apiserver import EmbeddedApiServer
-from modelrelease.local.controllers import ControllerEmulator
-from modelrelease.local.executor import ProcessJobExecutor
-from modelrelease.local.prometheus import PrometheusProcess, ScrapeTarget
-from modelrelease.local.runner import EndpointKey, ProcessDeploymentRunner
-from modelrelease.local.traffic import TrafficGenerator
+from modelrelease_local.apiserver import EmbeddedApiServer
+from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.executor import ProcessJobExecutor
+from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget
+from modelrelease_local.runner import EndpointKey, ProcessDeploymentRunner
+from modelrelease_local.traffic import TrafficGenerator
 
 __all__ = ['LocalStack', 'StackSettings', 'scrape_targets']
 

@@ -20,8 +20,8 @@ from typing import IO, Any
 import yaml
 
 from modelrelease.adapters.prometheus import is_ready, request_reload
-from modelrelease.core.promql import format_range
-from modelrelease.local.ports import free_port
+from modelrelease.promql.templates import format_range
+from modelrelease_local.ports import free_port
 
 DEFAULT_BINARY = "prometheus"
 

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 import kmock
 
-from modelrelease.local.resources import ApiResource
+from modelrelease_local.resources import ApiResource
 
 __all__ = [
     'ApiError', 'already_exists', 'bad_request', 'conflict', 'error_for_code', 'forbidden_change',

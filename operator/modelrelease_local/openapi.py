@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from modelrelease.local.resources import ApiResource, ResourceRegistry
+from modelrelease_local.resources import ApiResource, ResourceRegistry
 
 __all__ = ['openapi_v3_document', 'openapi_v3_index']
 

@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrelease.local import errors
-from modelrelease.local.resources import ApiResource
+from modelrelease_local import errors
+from modelrelease_local.resources import ApiResource
 
 __all__ = ['admit_create', 'admit_update', 'validate_name']
 

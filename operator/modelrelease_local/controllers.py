@@ -17,18 +17,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from modelrelease.local import errors, timestamps
-from modelrelease.local.outcomes import (
+from modelrelease_local import errors, timestamps
+from modelrelease_local.outcomes import (
     DeploymentRunner,
     JobExecutor,
     JobOutcome,
     ScriptedExecutor,
     ScriptedRollout,
 )
-from modelrelease.local.resources import ApiResource
-from modelrelease.local.runner import ProcessDeploymentRunner
-from modelrelease.local.serverpods import ServerPodMirror
-from modelrelease.local.store import ObjectStore
+from modelrelease_local.resources import ApiResource
+from modelrelease_local.runner import ProcessDeploymentRunner
+from modelrelease_local.serverpods import ServerPodMirror
+from modelrelease_local.store import ObjectStore
 
 __all__ = ['ControllerEmulator', 'DeploymentController', 'JobController']
 

@@ -11,19 +11,19 @@ from typing import Any
 import aiohttp.web
 import yaml
 
-from modelrelease.local import errors, openapi, protobuf, tables
-from modelrelease.local.patching import PatchType
-from modelrelease.local.recording import FaultInjector, RequestLog, RequestRecord
-from modelrelease.local.resources import ApiResource, ResourceRegistry
-from modelrelease.local.selectors import FieldSelector, LabelSelector, SelectorError
-from modelrelease.local.store import ObjectStore
+from modelrelease_local import errors, openapi, protobuf, tables
+from modelrelease_local.patching import PatchType
+from modelrelease_local.recording import FaultInjector, RequestLog, RequestRecord
+from modelrelease_local.resources import ApiResource, ResourceRegistry
+from modelrelease_local.selectors import FieldSelector, LabelSelector, SelectorError
+from modelrelease_local.store import ObjectStore
 
 __all__ = ['SERVER_VERSION', 'ApiRequestHandler']
 
 logger = logging.getLogger(__name__)
 
 SERVER_VERSION = {
-    'major': '1', 'minor': '32', 'gitVersion': 'v1.32.0+modelrelease.local', 'gitCommit': 'embedded',
+    'major': '1', 'minor': '32', 'gitVersion': 'v1.32.0+modelrelease_local', 'gitCommit': 'embedded',
     'gitTreeState': 'clean', 'buildDate': '2025-01-01T00:00:00Z', 'goVersion': 'n/a', 'compiler': 'n/a',
     'platform': 'linux/amd64',
 }

@@ -17,11 +17,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from modelrelease.local import errors, timestamps
-from modelrelease.local.resources import ApiResource
-from modelrelease.local.runner import ServerProcess
-from modelrelease.local.selectors import LabelSelector
-from modelrelease.local.store import ObjectStore
+from modelrelease_local import errors, timestamps
+from modelrelease_local.resources import ApiResource
+from modelrelease_local.runner import ServerProcess
+from modelrelease_local.selectors import LabelSelector
+from modelrelease_local.store import ObjectStore
 
 __all__ = ['MIRROR_LABEL', 'PORT_ANNOTATION', 'ServerPodMirror', 'server_pod']
 

@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from modelrelease.local import admission, errors, patching, timestamps
-from modelrelease.local.patching import PatchType
-from modelrelease.local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
-from modelrelease.local.selectors import FieldSelector, LabelSelector
-from modelrelease.local.watching import EventLog, StoreEvent, Watcher
+from modelrelease_local import admission, errors, patching, timestamps
+from modelrelease_local.patching import PatchType
+from modelrelease_local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
+from modelrelease_local.selectors import FieldSelector, LabelSelector
+from modelrelease_local.watching import EventLog, StoreEvent, Watcher
 
 __all__ = ['ObjectStore', 'PatchType']
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from modelrelease.local.runner import EndpointKey
+from modelrelease_local.runner import EndpointKey
 
 __all__ = ['TrafficGenerator', 'TrafficStats', 'digits_samples', 'pick_endpoint']
 

@@ -37,11 +37,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrelease.local import timestamps
-from modelrelease.local.executor import exit_code_of, kill_group, local_command, process_environment
-from modelrelease.local.outcomes import RolloutOutcome
-from modelrelease.local.ports import free_port, port_is_free
-from modelrelease.local.volumes import pod_path_map
+from modelrelease_local import timestamps
+from modelrelease_local.executor import exit_code_of, kill_group, local_command, process_environment
+from modelrelease_local.outcomes import RolloutOutcome
+from modelrelease_local.ports import free_port, port_is_free
+from modelrelease_local.volumes import pod_path_map
 
 __all__ = ['FAULT_ANNOTATIONS', 'EndpointKey', 'ProcessDeploymentRunner', 'ServerProcess']
 

@@ -27,8 +27,8 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrelease.local.outcomes import JobOutcome
-from modelrelease.local.volumes import PathMap, pod_path_map
+from modelrelease_local.outcomes import JobOutcome
+from modelrelease_local.volumes import PathMap, pod_path_map
 
 __all__ = ['ProcessJobExecutor', 'TrainingProgress', 'process_environment', 'run_command']
 

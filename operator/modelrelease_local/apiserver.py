@@ -21,10 +21,10 @@ from typing import Any, Protocol, Self, TypeVar
 import aiohttp.web
 import yaml
 
-from modelrelease.local.recording import Fault, FaultInjector, RequestLog
-from modelrelease.local.resources import ApiResource, ResourceRegistry
-from modelrelease.local.routing import ApiRequestHandler
-from modelrelease.local.store import ObjectStore
+from modelrelease_local.recording import Fault, FaultInjector, RequestLog
+from modelrelease_local.resources import ApiResource, ResourceRegistry
+from modelrelease_local.routing import ApiRequestHandler
+from modelrelease_local.store import ObjectStore
 
 __all__ = ['BackgroundController', 'EmbeddedApiServer']
 
@@ -261,10 +261,10 @@ class EmbeddedApiServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve until interrupted: ``python -m modelrelease.local.apiserver --port 6443 --kubeconfig kc``."""
+    """Serve until interrupted: ``python -m modelrelease_local.apiserver --port 6443 --kubeconfig kc``."""
     import argparse
 
-    from modelrelease.local.controllers import ControllerEmulator
+    from modelrelease_local.controllers import ControllerEmulator
 
     parser = argparse.ArgumentParser(description='An embedded Kubernetes API server (plain HTTP, no auth).')
     parser.add_argument('--host', default='127.0.0.1')

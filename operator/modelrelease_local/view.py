@@ -16,8 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from modelrelease.local.executor import TrainingProgress
-from modelrelease.local.traffic import TrafficStats
+from modelrelease_local.executor import TrainingProgress
+from modelrelease_local.traffic import TrafficStats
 
 __all__ = ['LiveView', 'render']
 

@@ -9,8 +9,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from modelrelease.local import errors
-from modelrelease.local.resources import StorageKey
+from modelrelease_local import errors
+from modelrelease_local.resources import StorageKey
 
 __all__ = ['EventLog', 'StoreEvent', 'Watcher']
 
