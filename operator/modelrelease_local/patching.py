@@ -1,9 +1,9 @@
 """
 The patch formats of the Kubernetes API, applied to plain JSON-like dicts.
 
-* JSON merge patch (RFC 7386): dicts merge recursively, ``null`` deletes a key,
-  everything else (lists included) replaces the old value.
-* JSON patch (RFC 6902): a list of operations, including ``test``.
+* JSON merge patch (RFC 7386, by ``json_merge_patch``): dicts merge recursively, ``null``
+  deletes a key, everything else (lists included) replaces the old value.
+* JSON patch (RFC 6902, by ``jsonpatch``): a list of operations, including ``test``.
 * Strategic merge patch: a merge patch that knows which lists of built-in kinds
   merge by a key (containers by ``name``, conditions by ``type``, …) and obeys
   the ``$patch``/``$retainKeys``/``$setElementOrder``/``$deleteFromPrimitiveList``
@@ -11,8 +11,14 @@ The patch formats of the Kubernetes API, applied to plain JSON-like dicts.
 
 All functions return new values and never modify their arguments.
 """
+from __future__ import annotations
+
 import copy
 from typing import Any
+
+import json_merge_patch
+import jsonpatch
+import jsonpointer
 
 __all__ = [
     'PatchError', 'PatchFormatError', 'PatchType',
@@ -56,127 +62,18 @@ def apply_patch(patch_type: str, target: dict[str, Any], patch: Any) -> dict[str
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result: dict[str, Any] = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-# JSON patch (RFC 6902) and JSON pointers (RFC 6901).
-
-def _parse_pointer(pointer: str) -> list[str]:
-    if pointer == '':
-        return []
-    if not pointer.startswith('/'):
-        raise PatchError(f"Invalid JSON pointer: {pointer!r}")
-    return [part.replace('~1', '/').replace('~0', '~') for part in pointer[1:].split('/')]
-
-
-def _list_index(container: list[Any], token: str, *, for_insert: bool) -> int:
-    if for_insert and token == '-':
-        return len(container)
-    if not token.isdigit() or (token != '0' and token.startswith('0')):
-        raise PatchError(f"Invalid list index: {token!r}")
-    index = int(token)
-    limit = len(container) if for_insert else len(container) - 1
-    if index > limit:
-        raise PatchError(f"List index out of range: {index}")
-    return index
-
-
-def _resolve_parent(doc: Any, parts: list[str]) -> Any:
-    node = doc
-    for token in parts[:-1]:
-        if isinstance(node, dict):
-            if token not in node:
-                raise PatchError(f"Path not found: missing key {token!r}")
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_list_index(node, token, for_insert=False)]
-        else:
-            raise PatchError(f"Cannot traverse into a scalar at {token!r}")
-    return node
-
-
-def _get(doc: Any, pointer: str) -> Any:
-    parts = _parse_pointer(pointer)
-    if not parts:
-        return doc
-    parent = _resolve_parent(doc, parts)
-    token = parts[-1]
-    if isinstance(parent, dict):
-        if token not in parent:
-            raise PatchError(f"Path not found: {pointer!r}")
-        return parent[token]
-    if isinstance(parent, list):
-        return parent[_list_index(parent, token, for_insert=False)]
-    raise PatchError(f"Path not found: {pointer!r}")
-
-
-def _add(doc: Any, pointer: str, value: Any) -> Any:
-    parts = _parse_pointer(pointer)
-    if not parts:
-        return value
-    parent = _resolve_parent(doc, parts)
-    token = parts[-1]
-    if isinstance(parent, dict):
-        parent[token] = value
-    elif isinstance(parent, list):
-        parent.insert(_list_index(parent, token, for_insert=True), value)
-    else:
-        raise PatchError(f"Cannot add into a scalar at {pointer!r}")
-    return doc
-
-
-def _remove(doc: Any, pointer: str) -> tuple[Any, Any]:
-    parts = _parse_pointer(pointer)
-    if not parts:
-        raise PatchError("Cannot remove the whole document.")
-    parent = _resolve_parent(doc, parts)
-    token = parts[-1]
-    if isinstance(parent, dict):
-        if token not in parent:
-            raise PatchError(f"Path not found: {pointer!r}")
-        return doc, parent.pop(token)
-    if isinstance(parent, list):
-        return doc, parent.pop(_list_index(parent, token, for_insert=False))
-    raise PatchError(f"Path not found: {pointer!r}")
+    # json_merge_patch.merge updates its first argument in place and keeps the patch's own values.
+    return json_merge_patch.merge(copy.deepcopy(target), copy.deepcopy(patch))
 
 
 def apply_json_patch(target: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise PatchError("A JSON patch must be a list of operations.")
-    doc = copy.deepcopy(target)
-    for operation in operations:
-        if not isinstance(operation, dict) or 'op' not in operation or 'path' not in operation:
-            raise PatchError(f"Malformed JSON patch operation: {operation!r}")
-        op, path = operation['op'], operation['path']
-        if op in ('add', 'replace', 'test') and 'value' not in operation:
-            raise PatchError(f"The {op!r} operation requires a value.")
-        if op == 'add':
-            doc = _add(doc, path, copy.deepcopy(operation['value']))
-        elif op == 'remove':
-            doc, _ = _remove(doc, path)
-        elif op == 'replace':
-            doc, _ = _remove(doc, path)
-            doc = _add(doc, path, copy.deepcopy(operation['value']))
-        elif op == 'move':
-            doc, value = _remove(doc, operation.get('from', ''))
-            doc = _add(doc, path, value)
-        elif op == 'copy':
-            doc = _add(doc, path, copy.deepcopy(_get(doc, operation.get('from', ''))))
-        elif op == 'test':
-            actual = _get(doc, path)
-            if actual != operation['value']:
-                raise PatchError(f"Test failed at {path!r}: expected {operation['value']!r}, got {actual!r}")
-        else:
-            raise PatchError(f"Unsupported JSON patch operation: {op!r}")
-    return doc
+    try:
+        # jsonpatch copies the target but stores the operations' values as they are.
+        return jsonpatch.JsonPatch(copy.deepcopy(operations)).apply(target)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+        raise PatchError(str(exc)) from None
 
 
 # Strategic merge patch. The schemas of the built-in kinds are not available here, so the merge keys
