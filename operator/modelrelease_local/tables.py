@@ -1,12 +1,18 @@
 """
 Server-side printing (``meta.k8s.io/v1 Table``), which kubectl asks for on ``kubectl get``:
-a CRD's additionalPrinterColumns (evaluated by their JSONPath), or a few columns of the usual
+a CRD's additionalPrinterColumns (their JSONPath evaluated by jsonpath-ng), or a few columns of the usual
 built-in kinds, plus Name and Age; everything else is printed as Name + Age.
 """
+from __future__ import annotations
+
 import datetime
-import re
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import jsonpath_ng.ext
+from jsonpath_ng import JSONPath
+from jsonpath_ng.exceptions import JSONPathError
 
 from modelrelease_local.resources import ApiResource
 
@@ -36,32 +42,23 @@ def _age(timestamp: Any) -> str | None:
     return f'{seconds // 86400}d'
 
 
-_SEGMENT = re.compile(r'\.?([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*["\']([^"\']*)["\']\)\]')
+@functools.lru_cache(maxsize=256)
+def _compile_jsonpath(path: str) -> JSONPath | None:
+    # Kubernetes writes `.status.phase` or `{.status.phase}`; jsonpath-ng wants `$.status.phase`.
+    path = path.strip()
+    path = path[1:-1].strip() if path.startswith('{') and path.endswith('}') else path
+    if not path.startswith('$'):
+        path = '$' + path if not path or path.startswith(('.', '[')) else '$.' + path
+    try:
+        return jsonpath_ng.ext.parse(path)
+    except JSONPathError:
+        return None
 
 
 def evaluate_jsonpath(obj: Any, path: str) -> Any:
-    """The subset of JSONPath used in printer columns: fields, indexes, ``[?(@.key=="value")]`` filters."""
-    path = path.strip()
-    path = path[1:-1] if path.startswith('{') and path.endswith('}') else path
-    path = path.lstrip('$')
-    nodes: list[Any] = [obj]
-    position = 0
-    while position < len(path):
-        match = _SEGMENT.match(path, position)
-        if match is None:
-            return None
-        position = match.end()
-        field, index, filter_key, filter_value = match.groups()
-        found: list[Any] = []
-        for node in nodes:
-            if field is not None and isinstance(node, Mapping) and field in node:
-                found.append(node[field])
-            elif index is not None and isinstance(node, list) and int(index) < len(node):
-                found.append(node[int(index)])
-            elif filter_key is not None and isinstance(node, list):
-                found.extend(item for item in node
-                             if str(evaluate_jsonpath(item, '.' + filter_key)) == filter_value)
-        nodes = found
+    """A printer column's value: the one match, a list of several, or None (no match, or a bad path)."""
+    expression = _compile_jsonpath(path)
+    nodes = [match.value for match in expression.find(obj)] if expression is not None else []
     return nodes[0] if len(nodes) == 1 else (nodes or None)
 
 
