@@ -29,7 +29,8 @@ from tests.prometheus.fake_modelserver import Behaviour, TrackExporter, TrafficD
 from modelrelease.adapters.prometheus import PrometheusConnection, PrometheusProvider
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.core.analysis import judge
-from modelrelease.runtime.measure import ReleaseVariables, measure_checks
+from modelrelease.core.measurement import ReleaseVariables, build_request
+from modelrelease.runtime.measure import read_run
 from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget
 
 ANALYSIS_INTERVAL = 5.0
@@ -85,7 +86,7 @@ def measure_latency(trials: int, seed: int) -> list[Trial]:
             time.sleep(max(0.0, next_run - time.monotonic()))
             next_run += ANALYSIS_INTERVAL  # a fixed schedule, as the operator keeps
             started = time.monotonic()
-            [measurement] = measure_checks(provider, spec, variables)
+            [measurement] = read_run(provider, build_request(spec.checks, variables)).measurements()
             verdict = judge(spec.checks[0], measurement, spec.min_sample_count).verdict
             done = time.monotonic()
             if state == "steady" and verdict == "Pass":

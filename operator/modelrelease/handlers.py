@@ -19,6 +19,7 @@ import kopf
 
 from modelrelease import api
 from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, configure_client
+from modelrelease.api.labels import LABEL_RELEASE
 from modelrelease.runtime.providers import prometheus_for
 from modelrelease.runtime.reconcile import reconcile_once
 
@@ -71,22 +72,22 @@ async def release_changed(name: str, namespace: str | None, **_: Any) -> None:
 
 
 def _nudge_owner(labels: Mapping[str, str], namespace: str | None) -> None:
-    release = labels.get("modelrelease.io/release")
+    release = labels.get(LABEL_RELEASE)
     if release and namespace:
         _wakeup(namespace, release).set()
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={"modelrelease.io/release": kopf.PRESENT})
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_RELEASE: kopf.PRESENT})
 async def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 
 
-@kopf.on.event("", "v1", "pods", labels={"modelrelease.io/release": kopf.PRESENT})
+@kopf.on.event("", "v1", "pods", labels={LABEL_RELEASE: kopf.PRESENT})
 async def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"modelrelease.io/release": kopf.PRESENT})
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_RELEASE: kopf.PRESENT})
 async def deployment_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
     _nudge_owner(labels, namespace)
 

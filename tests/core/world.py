@@ -14,6 +14,7 @@ from typing import Any
 
 from modelrelease.api import ModelReleaseSpec, ModelReleaseStatus, parse_spec
 from modelrelease.core.analysis import Measurement
+from modelrelease.core.measurement import AnalysisRun, Reading, Role, request_measurements
 from modelrelease.core.model import (
     ApplyDeployment,
     CreateJob,
@@ -26,7 +27,7 @@ from modelrelease.core.model import (
     Plan,
 )
 from modelrelease.core.naming import serving_hash
-from modelrelease.core.planner import analysis_due, plan
+from modelrelease.core.planner import plan
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -76,6 +77,14 @@ FAILING = {**HEALTHY, "errors": Measurement("errors", canary=0.5, stable=0.0, sa
 QUIET = {k: Measurement(k, canary=v.canary, stable=v.stable, samples=1) for k, v in HEALTHY.items()}
 
 
+def readings_of(scripted: Measurement, asked: list[Role]) -> dict[Role, Reading]:
+    """The readings that make the core measure ``scripted``, for the queries it asked."""
+    if scripted.error:
+        return {asked[0]: Reading.failed(scripted.error)}
+    values = {"canary": scripted.canary, "stable": scripted.stable, "samples": scripted.samples}
+    return {role: Reading.no_data() if values[role] is None else Reading.of(values[role]) for role in asked}
+
+
 @dataclass
 class World:
     spec: ModelReleaseSpec
@@ -96,11 +105,16 @@ class World:
         return cls(spec=parse_spec(raw or base_spec()), **kw)
 
     def observations(self, measure: bool) -> Observations:
-        measurements = None
-        if measure and analysis_due(self.spec, self.status, self.now):
-            measurements = [self.metrics[c.name] for c in self.spec.analysis.checks]
+        run = None
+        request = request_measurements(self.spec, self.status, self.now, release="digits", namespace="default")
+        if measure and request is not None:
+            # Prometheus as scripted by the test: each query the core asked for reads the test's numbers.
+            run = AnalysisRun(request, {
+                item.check: readings_of(self.metrics[item.check], [role for role, _ in item.queries.by_role()])
+                for item in request.checks
+            })
         return Observations(jobs=dict(self.jobs), deployments=dict(self.deployments),
-                            service_exists=self.service, measurements=measurements)
+                            service_exists=self.service, analysis=run)
 
     def step(self, measure: bool = True) -> Plan:
         result = plan(self.spec, self.status, self.observations(measure), self.now,

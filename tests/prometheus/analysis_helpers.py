@@ -12,8 +12,9 @@ from modelrelease.adapters.prometheus import MetricsProvider
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.api.status import CheckRecord
 from modelrelease.core.analysis import Measurement, judge
+from modelrelease.core.measurement import ReleaseVariables, build_request
 from modelrelease.promql.presets import PRESETS
-from modelrelease.runtime.measure import ReleaseVariables, measure_checks
+from modelrelease.runtime.measure import read_run
 
 T = TypeVar("T")
 
@@ -43,13 +44,20 @@ def analysis_spec(
     )
 
 
+def measure_checks(provider: MetricsProvider, spec: AnalysisSpec, variables: ReleaseVariables) -> list[Measurement]:
+    """The core's request for these variables, sent by the runtime, read back by the core."""
+    return read_run(provider, build_request(spec.checks, variables)).measurements()
+
+
 def run_once(
     provider: MetricsProvider, spec: AnalysisSpec, variables: ReleaseVariables
 ) -> tuple[list[Measurement], list[CheckRecord]]:
     """One analysis run as the operator does it: measure every check, then judge it."""
-    measurements = measure_checks(provider, spec, variables)
+    request = build_request(spec.checks, variables)
+    measurements = read_run(provider, request).measurements()
     by_name = {check.name: check for check in spec.checks}
-    return measurements, [judge(by_name[m.check], m, spec.min_sample_count) for m in measurements]
+    return measurements, [
+        judge(by_name[m.check], m, spec.min_sample_count, request.stable_serving) for m in measurements]
 
 
 def by_name(records: list[CheckRecord]) -> dict[str, CheckRecord]:

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 
 from modelrelease.adapters.prometheus import PrometheusConnection, PrometheusProvider
-from modelrelease.runtime.measure import ReleaseVariables
+from modelrelease.core.measurement import ReleaseVariables
 from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget, create_blocks_from_openmetrics
 from tests.prometheus import history_data
 from tests.prometheus.fake_modelserver import Behaviour, TrackExporter, TrafficDriver, Workload

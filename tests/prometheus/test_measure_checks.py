@@ -1,4 +1,5 @@
-"""measure_checks with a scripted provider: which queries a run sends and how answers become readings."""
+"""One run with a scripted provider: which queries the core asks for, which the runtime sends, and
+how the answers become measurements."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from datetime import timedelta
 from modelrelease.adapters.prometheus import QueryResult
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.core.analysis import Measurement
-from modelrelease.runtime.measure import ReleaseVariables, measure_checks
-from tests.prometheus.analysis_helpers import analysis_spec
+from modelrelease.core.measurement import ReleaseVariables
+from tests.prometheus.analysis_helpers import analysis_spec, measure_checks
 
 VARIABLES = ReleaseVariables("shop", "prod", "digits", "v2", "v1", timedelta(seconds=30))
 CUSTOM = {"name": "custom", "query": 'x{track="{{ track }}",version="{{ version }}"}', "max": 1}

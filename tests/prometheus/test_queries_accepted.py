@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrelease.api.spec import AnalysisCheck
+from modelrelease.core.measurement import ReleaseVariables, render_check
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import render
-from modelrelease.runtime.measure import ReleaseVariables, render_check
 from tests.prometheus.analysis_helpers import CUSTOM_CHECK, poll
 from tests.prometheus.conftest import Live
 

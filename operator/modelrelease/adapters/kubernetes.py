@@ -15,6 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrelease import api
+from modelrelease.api.labels import LABEL_RELEASE
 
 
 class Conflict(Exception):
@@ -47,7 +48,6 @@ _PATHS = {
     "Service": ("/api/v1", "services"),
     "ModelRelease": (f"/apis/{api.API_VERSION}", api.PLURAL),
 }
-RELEASE_LABEL = "modelrelease.io/release"
 
 
 class KubernetesCluster:
@@ -88,7 +88,7 @@ class KubernetesCluster:
             raise
 
     def list_owned(self, kind: str, namespace: str, release: str) -> list[dict[str, Any]]:
-        selector = [("labelSelector", f"{RELEASE_LABEL}={release}")]
+        selector = [("labelSelector", f"{LABEL_RELEASE}={release}")]
         listing = self._call("GET", self._path(kind, namespace), query=selector)
         return list(listing.get("items") or [])
 

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
+import durationpy
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -26,16 +27,23 @@ class WireModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+# Go's time.ParseDuration (what Kubernetes and Argo Rollouts read) knows no days or weeks; durationpy
+# does, so those units are refused here to keep a spec valid in both.
+_NOT_GO_UNITS = re.compile(r"\d(?:d|w)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse Go-style durations as used across Kubernetes: "30s", "5m", "1h30m", "500ms"."""
-    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
-    if not text or match is None or not any(match.groups()):
-        raise ValueError(f"{text!r} is not a duration; write it like 30s, 5m, 1h30m or 500ms")
-    hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis)
+    """Parse a Go/Kubernetes duration: "30s", "5m", "1h30m", "500ms", "1.5m", "2m30s"."""
+    problem = f"{text!r} is not a duration; write it like 30s, 5m, 1h30m or 500ms"
+    if not isinstance(text, str) or not text.strip() or _NOT_GO_UNITS.search(text):
+        raise ValueError(problem)
+    try:
+        parsed = durationpy.from_str(text.strip())
+    except durationpy.DurationError:
+        raise ValueError(problem) from None
+    if parsed < timedelta(0):
+        raise ValueError(f"{text!r} is negative; a duration must be 0s or more")
+    return parsed
 
 
 def _check_duration(text: str) -> str:

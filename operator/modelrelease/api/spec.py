@@ -14,9 +14,8 @@ from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import template_errors
 
 DEFAULT_IMAGE = "ghcr.io/modelrelease/trainer:0.1.0"
-GATE_METRICS = ("accuracy", "precision", "recall", "f1", "loss")
+GateMetric = Literal["accuracy", "precision", "recall", "f1", "loss"]
 LOWER_IS_BETTER = frozenset({"loss"})
-CONTROL_FIELDS = frozenset({"paused", "actions"})
 # What a model version is made of: a change here trains and releases again from the first stage.
 # Everything else (serving, analysis, history, control fields) takes effect in place.
 RELEASE_FIELDS = ("model", "training", "stages")
@@ -129,7 +128,7 @@ class StageTraining(TrainingOverrides):
 
 
 class Gate(WireModel):
-    metric: Literal["accuracy", "precision", "recall", "f1", "loss"]
+    metric: GateMetric
     """An offline metric the trainer reports."""
     min: float | None = None
     """The value must be at least this."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field
 
@@ -20,7 +20,31 @@ Phase = Literal[
     "Failed",
     "Invalid",
 ]
-TERMINAL_PHASES = frozenset({"Released", "RolledBack", "Failed"})
+PHASES: tuple[Phase, ...] = get_args(Phase)
+
+# The phase vocabulary: every group of phases the operator decides by, named once. docs/reference.md
+# (Phases) lists the same groups; tests/api/test_phases.py holds the two together.
+TERMINAL_PHASES: frozenset[Phase] = frozenset({"Released", "RolledBack", "Failed"})
+"""Nothing is in flight; only a person moves the release on (a spec change or an action)."""
+IN_FLIGHT_PHASES: frozenset[Phase] = frozenset({"Pending", "Training", "Progressing", "Paused", "Promoting"})
+"""A release under way that has not begun to withdraw its canary: abort and promoteFull apply.
+Paused is in flight (held, not ended); RollingBack is not (it is already on its way back)."""
+MOVING_REPLICAS_PHASES: frozenset[Phase] = frozenset({"Promoting", "RollingBack"})
+"""Replicas move between the tracks in batches; spec.paused waits until they are done."""
+ACTIVE_PHASES: frozenset[Phase] = (IN_FLIGHT_PHASES - {"Paused"}) | {"RollingBack"}
+"""The operator moves the release on by itself, without waiting for a person: the Progressing
+condition is True and the release is looked at again soon."""
+ANALYSING_PHASES: frozenset[Phase] = frozenset({"Training", "Progressing"})
+"""A canary serving at its step weight is measured (the next stage may be training meanwhile)."""
+STEPPING_PHASES: frozenset[Phase] = frozenset({"Progressing", "Paused"})
+"""A canary stands at a step that actions.promote may finish."""
+FAILURE_PHASES: frozenset[Phase] = frozenset({"RollingBack", "RolledBack", "Failed"})
+"""Reached through a failure or an abort; Degraded when status.failure says why."""
+RETRYABLE_PHASES: frozenset[Phase] = FAILURE_PHASES & TERMINAL_PHASES
+"""A release that ended in a failure: actions.retry starts its current stage again."""
+CANARY_WITHDRAWN_PHASES: frozenset[Phase] = TERMINAL_PHASES | {"RollingBack"}
+"""No canary is wanted: whatever canary still serves hands its replicas back to the stable."""
+
 Verdict = Literal["Pass", "Fail", "Inconclusive", "Error", "Skipped"]
 
 
@@ -57,6 +81,10 @@ class GateResult(StatusModel):
 
 
 StagePhase = Literal["Pending", "Training", "Canary", "Succeeded", "Failed"]
+UNFINISHED_STAGE_PHASES: frozenset[StagePhase] = frozenset({"Pending", "Training", "Canary"})
+"""A stage that has not ended; a promotion closes these."""
+TRAINED_STAGE_PHASES: frozenset[StagePhase] = frozenset({"Canary", "Succeeded", "Failed"})
+"""A stage whose training Job has ended (its record says how)."""
 
 
 class StageRecord(StatusModel):

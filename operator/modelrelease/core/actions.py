@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from modelrelease.api.status import AnalysisRecord, ModelVersion, StageRecord
+from modelrelease.api.status import (
+    IN_FLIGHT_PHASES,
+    RETRYABLE_PHASES,
+    STEPPING_PHASES,
+    AnalysisRecord,
+    ModelVersion,
+    StageRecord,
+)
 from modelrelease.core import stages
 from modelrelease.core.draft import Draft
-
-_IN_FLIGHT = ("Pending", "Training", "Progressing", "Paused", "Promoting")
 
 
 def handle_actions(draft: Draft) -> None:
@@ -33,7 +38,7 @@ def handle_actions(draft: Draft) -> None:
 
 
 def _abort(draft: Draft) -> str | None:
-    if draft.status.phase not in _IN_FLIGHT:
+    if draft.status.phase not in IN_FLIGHT_PHASES:
         return f"nothing to abort in phase {draft.status.phase}"
     stages.roll_back(draft, "Aborted", "aborted by request: canary withdrawn, stable on all replicas")
     return None
@@ -77,14 +82,14 @@ def _retry(draft: Draft) -> str | None:
         draft.set(pause_reason=None, analysis=analysis, phase=stages.active_phase(draft),
                   step_started_at=draft.now_iso, message="analysis resumed by request")
         return None
-    if status.phase not in ("RolledBack", "Failed"):
+    if status.phase not in RETRYABLE_PHASES:
         return f"retry applies after a rollback or an analysis pause, not in phase {status.phase}"
     record = draft.record
     gates_passed = record.version is not None and all(g.verdict != "Fail" for g in record.gates)
     draft.set(failure=None, canary=None, canary_weight=0)
     if gates_passed and record.version is not None and status.stable is not None:
         # The model was fine offline; only its canary failed: serve it again from the first step.
-        stage = draft.spec.stages[status.stage_index]
+        stage = draft.stage
         draft.set(
             canary=record.version,
             step_index=0,
@@ -96,9 +101,8 @@ def _retry(draft: Draft) -> str | None:
         )
         draft.set_record(phase="Canary", finished_at=None, message="")
         return None
-    stages_ = list(status.stages)
-    stages_[status.stage_index] = StageRecord(name=record.name, attempt=record.attempt + 1)
-    draft.set(stages=stages_, phase="Pending", message=f"retrying stage {record.name}")
+    draft.put_record(StageRecord(name=record.name, attempt=record.attempt + 1))
+    draft.set(phase="Pending", message=f"retrying stage {record.name}")
     return None
 
 
@@ -106,7 +110,7 @@ def _promote(draft: Draft) -> str | None:
     status = draft.status
     if draft.status.canary is None or draft.record.phase != "Canary":
         return "no canary step to finish"
-    if status.phase not in ("Progressing", "Paused"):
+    if status.phase not in STEPPING_PHASES:
         return f"cannot finish a step in phase {status.phase}"
     streaks = status.analysis.model_copy(update={"inconclusive": 0, "consecutive_errors": 0})
     draft.set(pause_reason=None, analysis=streaks)
@@ -118,7 +122,7 @@ def _promote_full(draft: Draft) -> str | None:
     status = draft.status
     if status.canary is None:
         return "there is no canary to promote"
-    if status.phase not in _IN_FLIGHT or status.phase == "Promoting":
+    if status.phase not in IN_FLIGHT_PHASES or status.phase == "Promoting":
         return f"cannot promote in phase {status.phase}"
     _stop_training(draft)
     draft.set(pause_reason=None)

@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.spec import ModelReleaseSpec, Stage
 from modelrelease.api.status import Failure, ModelReleaseStatus, ModelVersion, StageRecord
 from modelrelease.core.model import Action, EmitEvent, Observations
-
-
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+from modelrelease.core.timestamps import format_timestamp
 
 
 @dataclass
@@ -30,7 +27,7 @@ class Draft:
 
     @property
     def now_iso(self) -> str:
-        return iso(self.now)
+        return format_timestamp(self.now)
 
     def set(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -39,13 +36,25 @@ class Draft:
         self.actions.append(EmitEvent(type=type_, reason=reason, message=message))
 
     @property
+    def stage(self) -> Stage:
+        """The spec of the current stage (at status.stageIndex)."""
+        return self.spec.stages[self.status.stage_index]
+
+    @property
     def record(self) -> StageRecord:
+        """The status record of the current stage."""
         return self.status.stages[self.status.stage_index]
 
-    def set_record(self, **changes: Any) -> None:
-        index = self.status.stage_index
+    def set_record(self, index: int | None = None, **changes: Any) -> None:
+        """Change a stage record (the current one unless ``index`` names another)."""
+        at = self.status.stage_index if index is None else index
+        self.put_record(self.status.stages[at].model_copy(update=changes), at)
+
+    def put_record(self, record: StageRecord, index: int | None = None) -> None:
+        """Replace a stage record whole (the current one unless ``index`` names another)."""
+        at = self.status.stage_index if index is None else index
         stages = list(self.status.stages)
-        stages[index] = stages[index].model_copy(update=changes)
+        stages[at] = record
         self.set(stages=stages)
 
     def release_version(self, version: ModelVersion, restored: bool = False) -> ModelVersion:

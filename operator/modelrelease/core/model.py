@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modelrelease.api.status import ModelReleaseStatus, ModelVersion
-from modelrelease.core.analysis import Measurement
+from modelrelease.core.measurement import AnalysisRun
 
 Track = Literal["stable", "canary"]
 
@@ -39,8 +39,8 @@ class Observations:
     jobs: Mapping[str, JobObservation] = field(default_factory=dict)
     deployments: Mapping[str, DeploymentObservation] = field(default_factory=dict)
     service_exists: bool = False
-    measurements: Sequence[Measurement] | None = None
-    """This pass's analysis run, or None when no run was due."""
+    analysis: AnalysisRun | None = None
+    """This pass's analysis run (the core's request and the readings), or None when none was due."""
 
 
 @dataclass(frozen=True)

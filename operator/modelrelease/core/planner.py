@@ -11,6 +11,7 @@ from datetime import datetime
 
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import (
+    MOVING_REPLICAS_PHASES,
     TERMINAL_PHASES,
     AnalysisRecord,
     HandledActions,
@@ -20,6 +21,7 @@ from modelrelease.api.status import (
 from modelrelease.core import analysis, stages
 from modelrelease.core.actions import handle_actions
 from modelrelease.core.draft import Draft
+from modelrelease.core.measurement import AnalysisRun
 from modelrelease.core.model import Observations, Plan
 from modelrelease.core.naming import spec_hash
 from modelrelease.core.serving import converge_serving, requeue_after, update_conditions
@@ -42,8 +44,8 @@ def plan(
     _advance(draft)
     converge_serving(draft)
     update_conditions(draft)
-    if draft.status.current_stage != spec.stages[draft.status.stage_index].name:
-        draft.set(current_stage=spec.stages[draft.status.stage_index].name)
+    if draft.status.current_stage != draft.stage.name:
+        draft.set(current_stage=draft.stage.name)
     draft.set(observed_generation=generation)
     return Plan(actions=draft.actions, status=draft.status, requeue_after=requeue_after(draft))
 
@@ -108,7 +110,7 @@ def _recover_from_invalid(draft: Draft) -> None:
 
 def _follow_pause(draft: Draft) -> None:
     status = draft.status
-    if status.phase in TERMINAL_PHASES or status.phase in ("Promoting", "RollingBack"):
+    if status.phase in TERMINAL_PHASES or status.phase in MOVING_REPLICAS_PHASES:
         return
     if draft.spec.paused and status.phase != "Paused":
         draft.set(phase="Paused", message="paused by spec.paused")
@@ -129,20 +131,19 @@ def _advance(draft: Draft) -> None:
     if phase == "Promoting":
         stages.finish_promotion_when_done(draft)
         return
-    analysed = draft.observed.measurements is not None and draft.status.canary is not None
-    if analysed and not _judge_analysis(draft):
+    run = draft.observed.analysis
+    if run is not None and draft.status.canary is not None and not _judge_analysis(draft, run):
         return
     stages.advance_stage(draft)
 
 
-def _judge_analysis(draft: Draft) -> bool:
+def _judge_analysis(draft: Draft, run: AnalysisRun) -> bool:
     """Count this pass's analysis run; False when it ended the progression (rollback or pause)."""
     spec = draft.spec.analysis
     checks = {c.name: c for c in spec.checks}
-    stable_serving = draft.status.canary_weight < 100
     results = [
-        analysis.judge(checks[m.check], m, spec.min_sample_count, stable_serving)
-        for m in draft.observed.measurements or ()
+        analysis.judge(checks[m.check], m, spec.min_sample_count, run.request.stable_serving)
+        for m in run.measurements()
         if m.check in checks
     ]
     if not results:
@@ -176,12 +177,3 @@ def _judge_analysis(draft: Draft) -> bool:
         draft.event(reason, message, "Warning")
         return False
     return True
-
-
-def analysis_due(spec: ModelReleaseSpec, status: ModelReleaseStatus, now: datetime) -> bool:
-    """Whether the runtime should query the metrics before the next plan."""
-    if status.canary is None or not spec.analysis.checks or spec.paused:
-        return False
-    if status.phase not in ("Progressing", "Training"):
-        return False
-    return now >= stages.next_analysis_at(spec, status)

@@ -5,13 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 
 from modelrelease.api.base import parse_duration
-from modelrelease.api.status import ModelVersion
+from modelrelease.api.status import (
+    ACTIVE_PHASES,
+    CANARY_WITHDRAWN_PHASES,
+    FAILURE_PHASES,
+    MOVING_REPLICAS_PHASES,
+    TRAINED_STAGE_PHASES,
+    ModelVersion,
+)
 from modelrelease.core import canary
 from modelrelease.core.conditions import set_condition
 from modelrelease.core.draft import Draft
+from modelrelease.core.measurement import next_analysis_at
 from modelrelease.core.model import ApplyDeployment, EnsureService, Track
 from modelrelease.core.naming import serving_hash
-from modelrelease.core.stages import next_analysis_at, step_ends_at
+from modelrelease.core.stages import step_ends_at
 
 
 def _stable_ready_at(draft: Draft, version_id: str) -> int:
@@ -30,7 +38,7 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
     if status.phase == "Promoting" and status.canary is not None:
         split = canary.handover(total, _stable_ready_at(draft, status.canary.id))
         return {"stable": (status.canary, split.stable), "canary": (None, split.canary)}
-    if status.canary is not None and status.phase not in ("RollingBack", "RolledBack", "Released", "Failed"):
+    if status.canary is not None and status.phase not in CANARY_WITHDRAWN_PHASES:
         split = canary.split(total, status.canary_weight)
         return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
     # No canary wanted (a rollback, a spec change, an undo): whatever canary still serves hands its
@@ -68,10 +76,10 @@ def update_conditions(draft: Draft) -> None:
         "StableServing" if stable else "NoStableModel",
         f"{stable.name} serves as stable" if stable else "no model has been released yet", now, gen,
     )
-    in_flight = status.phase in ("Pending", "Training", "Progressing", "Promoting", "RollingBack")
-    conditions = set_condition(conditions, "Progressing", in_flight, status.phase, status.message, now, gen)
+    active = status.phase in ACTIVE_PHASES
+    conditions = set_condition(conditions, "Progressing", active, status.phase, status.message, now, gen)
     failure = status.failure
-    degraded = status.phase in ("RollingBack", "RolledBack", "Failed") and failure is not None
+    degraded = status.phase in FAILURE_PHASES and failure is not None
     conditions = set_condition(
         conditions, "Degraded", degraded,
         failure.reason if degraded and failure else "Healthy",
@@ -83,7 +91,7 @@ def update_conditions(draft: Draft) -> None:
         (status.pause_reason or "PausedBySpec") if paused else "NotPaused",
         status.message if paused else "", now, gen,
     )
-    trained = [r for r in status.stages if r.job_name and r.phase in ("Canary", "Succeeded", "Failed")]
+    trained = [r for r in status.stages if r.job_name and r.phase in TRAINED_STAGE_PHASES]
     if trained:
         last = trained[-1]
         ok = last.version is not None
@@ -100,10 +108,10 @@ def update_conditions(draft: Draft) -> None:
 
 def requeue_after(draft: Draft) -> float | None:
     status, spec, now = draft.status, draft.spec, draft.now
-    if status.phase in ("Promoting", "RollingBack", "Pending"):
-        return 2.0
-    if status.phase in ("Released", "RolledBack", "Failed", "Paused"):
-        return None
+    if status.phase in MOVING_REPLICAS_PHASES or status.phase == "Pending":
+        return 2.0  # replicas are moving, or a stage is about to start: look again soon
+    if status.phase not in ACTIVE_PHASES:
+        return None  # ended or held: only a change (spec, action, child object) wakes the release
     moments: list[datetime] = []
     ends = step_ends_at(spec, status) if status.phase == "Progressing" else None
     if ends is not None:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import ModelReleaseSpec
-from modelrelease.api.status import AnalysisRecord, ModelReleaseStatus, ModelVersion, Phase
+from modelrelease.api.status import UNFINISHED_STAGE_PHASES, AnalysisRecord, ModelReleaseStatus, ModelVersion, Phase
 from modelrelease.core.draft import Draft
 from modelrelease.core.gates import evaluate_gates
 from modelrelease.core.model import CreateJob, DeleteJob
 from modelrelease.core.naming import job_name, uri_version_id, version_name
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+from modelrelease.core.timestamps import parse_timestamp as parse_time
 
 
 def active_phase(draft: Draft) -> Phase:
@@ -27,14 +24,6 @@ def active_phase(draft: Draft) -> Phase:
     if record.phase == "Training":
         return "Training"
     return "Pending"
-
-
-def next_analysis_at(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> datetime:
-    interval = parse_duration(spec.analysis.interval)
-    since = status.analysis.last_run_at or status.analysis.started_at
-    if since is None:
-        return datetime.min.replace(tzinfo=UTC)
-    return parse_time(since) + interval
 
 
 def step_ends_at(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> datetime | None:
@@ -55,7 +44,7 @@ def advance_stage(draft: Draft) -> None:
 
 
 def _start_stage(draft: Draft) -> None:
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     record = draft.record
     if stage.model_uri is not None:
         prebuilt = ModelVersion(
@@ -77,7 +66,7 @@ def _start_stage(draft: Draft) -> None:
 
 
 def _create_job(draft: Draft, name: str) -> CreateJob:
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     output = f"{draft.spec.model.storage.mount_path.rstrip('/')}/{draft.release}/{name}"
     return CreateJob(name, stage.name, draft.record.attempt, output, _parent(draft))
 
@@ -85,7 +74,7 @@ def _create_job(draft: Draft, name: str) -> CreateJob:
 def _parent(draft: Draft) -> ModelVersion | None:
     """Stage N starts from stage N-1's model, the first stage from the stable model, if any;
     none when the stage trains from scratch (initFrom: none) or uses a prebuilt model."""
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     if stage.training is None or stage.training.init_from != "previous":
         return None
     index = draft.status.stage_index
@@ -97,7 +86,7 @@ def _parent(draft: Draft) -> ModelVersion | None:
 def _follow_training(draft: Draft) -> None:
     record = draft.record
     job = draft.observed.jobs.get(record.job_name or "")
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     if job is None:
         # Created in an earlier pass but not (yet) seen: ask again; a 409 means it is there.
         assert record.job_name
@@ -139,7 +128,7 @@ def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> Mode
     metrics = result.get("metrics")
     if not isinstance(metrics, dict) or not isinstance(result.get("artifactPath"), str):
         return None
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     parent = _parent(draft)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     return ModelVersion(
@@ -156,7 +145,7 @@ def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> Mode
 
 
 def _deploy_candidate(draft: Draft, candidate: ModelVersion) -> None:
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     if draft.status.stable is None:
         draft.release_version(candidate)
         draft.set_record(phase="Succeeded", finished_at=draft.now_iso)
@@ -198,7 +187,7 @@ def _passed_within_step(status: ModelReleaseStatus) -> bool:
 
 
 def advance_step(draft: Draft) -> None:
-    stage = draft.spec.stages[draft.status.stage_index]
+    stage = draft.stage
     index = draft.status.step_index + 1
     if index < len(stage.steps):
         weight = stage.steps[index].weight
@@ -242,13 +231,12 @@ def finish_promotion_when_done(draft: Draft) -> None:
     if not done or (canary_seen is not None and canary_seen.replicas > 0):
         return
     released = draft.release_version(canary)
+    # The current stage succeeded; later stages a promoteFull skipped keep their phase, closed now.
     for index in range(draft.status.stage_index, len(draft.status.stages)):
-        if draft.status.stages[index].phase in ("Canary", "Training", "Pending"):
-            stages_ = list(draft.status.stages)
-            stages_[index] = stages_[index].model_copy(
-                update={"phase": "Succeeded" if index == draft.status.stage_index else stages_[index].phase,
-                        "finished_at": draft.now_iso})
-            draft.set(stages=stages_)
+        record = draft.status.stages[index]
+        if record.phase in UNFINISHED_STAGE_PHASES:
+            phase = "Succeeded" if index == draft.status.stage_index else record.phase
+            draft.set_record(index, phase=phase, finished_at=draft.now_iso)
     draft.set(canary=None, canary_weight=0, phase="Released", step_started_at=None,
               message=f"released {released.name}")
     draft.event("Released", f"{released.name} is stable on all {total} replicas")
@@ -272,7 +260,7 @@ def roll_back(draft: Draft, reason: str, message: str, **details: Any) -> None:
     """Withdraw the canary: canary to zero, stable to all replicas; the reason stays in status."""
     if stop_active_job(draft) or draft.record.phase == "Canary":
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
-    stage = draft.spec.stages[draft.status.stage_index].name
+    stage = draft.stage.name
     if reason == "AnalysisFailed" and draft.status.canary is not None:
         stage = draft.status.canary.stage  # the canary may be the previous stage's, serving on
     draft.fail(reason, message, stage=stage, **details)

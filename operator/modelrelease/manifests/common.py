@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-MANAGED_BY = "model-release-operator"
-LABEL_RELEASE = "modelrelease.io/release"
-LABEL_TRACK = "modelrelease.io/track"
-LABEL_VERSION = "modelrelease.io/version"
-LABEL_STAGE = "modelrelease.io/stage"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-ANNOTATION_VERSION_ID = "modelrelease.io/version-id"
-ANNOTATION_SERVING_HASH = "modelrelease.io/serving-hash"
+from modelrelease.api.labels import LABEL_MANAGED_BY, LABEL_NAME, LABEL_RELEASE, MANAGED_BY
+
 RUN_AS_USER = 10001
 
 
 def labels(release: str, **extra: str) -> dict[str, str]:
-    base = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/name": "modelrelease",
-            LABEL_RELEASE: release}
+    base = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: "modelrelease", LABEL_RELEASE: release}
     return {**base, **{k: v for k, v in extra.items() if v}}
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelrelease.api.labels import LABEL_STAGE
 from modelrelease.api.spec import ModelReleaseSpec, Stage, TrainingDefaults
 from modelrelease.core.model import CreateJob
 from modelrelease.manifests.common import (
-    LABEL_STAGE,
     artifact_volume,
     container_security_context,
     labels,

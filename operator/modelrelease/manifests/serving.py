@@ -5,16 +5,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelrelease.api.spec import ModelReleaseSpec
-from modelrelease.api.status import ModelVersion
-from modelrelease.core.naming import deployment_name, serving_hash
-from modelrelease.manifests.common import (
+from modelrelease.api.labels import (
     ANNOTATION_SERVING_HASH,
     ANNOTATION_VERSION_ID,
     LABEL_COMPONENT,
     LABEL_RELEASE,
     LABEL_TRACK,
     LABEL_VERSION,
+)
+from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.status import ModelVersion
+from modelrelease.core.naming import deployment_name, serving_hash
+from modelrelease.manifests.common import (
     artifact_volume,
     container_security_context,
     labels,

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from modelrelease.adapters.kubernetes import Cluster
+from modelrelease.api.labels import ANNOTATION_SERVING_HASH
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJob, EmitEvent, EnsureService
 from modelrelease.core.naming import deployment_name, serving_hash
-from modelrelease.manifests.common import ANNOTATION_SERVING_HASH
 from modelrelease.manifests.job import build_job
 from modelrelease.manifests.serving import build_deployment, build_service, pod_template
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelrelease.api.labels import ANNOTATION_SERVING_HASH, ANNOTATION_VERSION_ID, LABEL_TRACK
 from modelrelease.core.model import DeploymentObservation, JobObservation
-from modelrelease.manifests.common import ANNOTATION_SERVING_HASH, ANNOTATION_VERSION_ID, LABEL_TRACK
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -11,12 +11,13 @@ from typing import Any
 from modelrelease.adapters.kubernetes import Cluster
 from modelrelease.adapters.prometheus import MetricsProvider
 from modelrelease.api import InvalidSpecError, ModelReleaseSpec, ModelReleaseStatus, parse_spec
-from modelrelease.api.base import parse_duration
 from modelrelease.core.conditions import set_condition
+from modelrelease.core.measurement import request_measurements
 from modelrelease.core.model import DeploymentObservation, Observations
-from modelrelease.core.planner import analysis_due, plan
+from modelrelease.core.planner import plan
+from modelrelease.core.timestamps import format_timestamp
 from modelrelease.runtime.execute import EmitFn, execute
-from modelrelease.runtime.measure import ReleaseVariables, measure_checks
+from modelrelease.runtime.measure import read_run
 from modelrelease.runtime.observe import observe_deployment, observe_job
 
 log = logging.getLogger(__name__)
@@ -44,23 +45,17 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
         if seen is not None:
             deployments[seen.track] = seen
     services = cluster.list_owned("Service", namespace, release)
-    measurements = None
-    if analysis_due(spec, status, now) and status.canary is not None:
-        variables = ReleaseVariables(
-            release=release, namespace=namespace, model=spec.model.name, canary_version=status.canary.id,
-            # At weight 100 the stable track serves nothing: relative bounds are skipped, not queried.
-            stable_version=status.stable.id if status.stable and status.canary_weight < 100 else None,
-            interval=parse_duration(spec.analysis.interval),
-        )
+    run = None
+    request = request_measurements(spec, status, now, release=release, namespace=namespace)
+    if request is not None:
         provider = providers(spec, namespace)
         try:
-            measurements = measure_checks(provider, spec.analysis, variables)
+            run = read_run(provider, request)
         finally:
             close = getattr(provider, "close", None)
             if close is not None:
                 close()
-    return Observations(jobs=jobs, deployments=deployments, service_exists=bool(services),
-                        measurements=measurements)
+    return Observations(jobs=jobs, deployments=deployments, service_exists=bool(services), analysis=run)
 
 
 def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str, name: str, now: datetime,
@@ -87,7 +82,7 @@ def _reject(cluster: Cluster, obj: dict[str, Any], current: ModelReleaseStatus, 
             now: datetime, emit: EmitFn) -> PassResult:
     """A spec that can never work: say why in status and an Event, and touch nothing else."""
     message = "; ".join(exc.problems)
-    moment = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = format_timestamp(now)
     generation = obj["metadata"].get("generation")
     conditions = set_condition(current.conditions, "InvalidSpec", True, "ValidationFailed", message, moment,
                                generation)
