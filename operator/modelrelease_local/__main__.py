@@ -7,9 +7,11 @@
 - ``demo [--rollback] [--report DIR] [--release FILE]`` runs one release to its end with a live view
   and writes a report (see :mod:`.demo`); it exits 0 when the release ended as expected.
 """
+from __future__ import annotations
+
 import argparse
+import contextlib
 import logging
-import os
 import pathlib
 import signal
 import sys
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import psutil
 from rich.console import Console
 
 from modelrelease_local.ports import port_is_free
@@ -53,40 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_time(pid: int) -> str:
-    """When the process started (clock ticks since boot): a pid and this name one process, never a reused pid."""
-    stat = pathlib.Path(f'/proc/{pid}/stat').read_text()
-    return stat.rpartition(')')[2].split()[19]
+def _started(process: psutil.Process) -> str:
+    """When the process started: a pid and this name one process, never a reused pid."""
+    return repr(process.create_time())
 
 
-def _alive(pid: int) -> bool:
+def _alive(process: psutil.Process) -> bool:
     """Running (an exited process that its parent has not reaped yet, a zombie, is not)."""
     try:
-        state = pathlib.Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()[0]
-    except (OSError, IndexError):
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != 'Z'
 
 
-def _running_pid(pid_file: pathlib.Path) -> int | None:
-    """The pid of a live `up` of this state directory, if any (a stale file is removed)."""
+def _running_up(pid_file: pathlib.Path) -> psutil.Process | None:
+    """The live `up` of this state directory, if any (a stale file is removed)."""
     try:
         pid_text, started = pid_file.read_text().split()
-        pid = int(pid_text)
-        alive = _start_time(pid) == started
-    except (OSError, ValueError):
-        alive, pid = False, 0
+        process = psutil.Process(int(pid_text))
+        alive = _started(process) == started and _alive(process)
+    except (OSError, ValueError, psutil.Error):
+        alive = False
     if not alive:
         pid_file.unlink(missing_ok=True)
         return None
-    return pid
+    return process
 
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     state_dir = args.state_dir.resolve()
     pid_file = state_dir / PID_FILE
-    if (pid := _running_pid(pid_file)) is not None:
-        console.print(f'[red]Already up (pid {pid}); stop it with `python -m modelrelease_local down`.[/red]')
+    if (running := _running_up(pid_file)) is not None:
+        console.print(f'[red]Already up (pid {running.pid}); stop it with `python -m modelrelease_local down`.[/red]')
         return 1
     prometheus_port = args.prometheus_port
     if prometheus_port is None and port_is_free(PREFERRED_PROMETHEUS_PORT):
@@ -96,7 +97,8 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     state_dir.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f'{os.getpid()} {_start_time(os.getpid())}')
+    this = psutil.Process()
+    pid_file.write_text(f'{this.pid} {_started(this)}')
     try:
         with LocalStack(settings) as stack:
             console.print(f"""[bold green]The embedded default is up.[/bold green]
@@ -124,18 +126,19 @@ Stop with Ctrl-C, or `python -m modelrelease_local down` from another terminal."
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
     pid_file = args.state_dir.resolve() / PID_FILE
-    pid = _running_pid(pid_file)
-    if pid is None:
+    process = _running_up(pid_file)
+    if process is None:
         console.print('Nothing is up for this state directory.')
         return 0
-    os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.terminate()  # it may have exited since: then there is nothing to stop
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if not _alive(pid):
-            console.print(f'Stopped (pid {pid}).')
+        if not _alive(process):
+            console.print(f'Stopped (pid {process.pid}).')
             return 0
         time.sleep(0.2)
-    console.print(f'[red]pid {pid} is still stopping after 120 s.[/red]')
+    console.print(f'[red]pid {process.pid} is still stopping after 120 s.[/red]')
     return 1
 
 
