@@ -65,10 +65,10 @@ def test_a_due_run_follows_the_interval() -> None:
         # A request count that finds no series is no traffic, never "unknown".
         ({"canary": Reading.of(0.1), "samples": Reading.no_data("empty result")},
          Measurement("c", canary=0.1, samples=0.0)),
-        ({"canary": Reading.failed("timeout")}, Measurement("c", error="canary query: timeout")),
-        ({"canary": Reading.of(1.0), "stable": Reading.failed("5xx")},
+        ({"canary": Reading.failure("timeout")}, Measurement("c", error="canary query: timeout")),
+        ({"canary": Reading.of(1.0), "stable": Reading.failure("5xx")},
          Measurement("c", canary=1.0, error="stable query: 5xx")),
-        ({"canary": Reading.of(1.0), "samples": Reading.failed("400")},
+        ({"canary": Reading.of(1.0), "samples": Reading.failure("400")},
          Measurement("c", canary=1.0, error="sample query: 400")),
     ],
 )

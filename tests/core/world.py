@@ -80,7 +80,7 @@ QUIET = {k: Measurement(k, canary=v.canary, stable=v.stable, samples=1) for k, v
 def readings_of(scripted: Measurement, asked: list[Role]) -> dict[Role, Reading]:
     """The readings that make the core measure ``scripted``, for the queries it asked."""
     if scripted.error:
-        return {asked[0]: Reading.failed(scripted.error)}
+        return {asked[0]: Reading.failure(scripted.error)}
     values = {"canary": scripted.canary, "stable": scripted.stable, "samples": scripted.samples}
     return {role: Reading.no_data() if values[role] is None else Reading.of(values[role]) for role in asked}
 

@@ -29,6 +29,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import PrometheusSpec
+from modelrelease.core.measurement import Reading
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +39,15 @@ _MAX_LISTED_SERIES = 4
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    """One instant query's outcome: a finite value, no data, or an error with a short message."""
+class QueryResult(Reading):
+    """One instant query's outcome: the core's ``Reading`` (a finite value, no data, or an error with a
+    short message), plus what kind of error it was, which decides whether the run goes on asking."""
 
-    value: float | None = None
-    error: str | None = None
     error_kind: ErrorKind | None = None
-    note: str = ""
-    """Why there is no data ("empty result", "NaN", "+Inf"), for logs."""
-
-    @classmethod
-    def of(cls, value: float) -> QueryResult:
-        return cls(value=value)
-
-    @classmethod
-    def no_data(cls, note: str) -> QueryResult:
-        return cls(note=note)
 
     @classmethod
     def failed(cls, kind: ErrorKind, message: str) -> QueryResult:
         return cls(error=_shorten(message), error_kind=kind)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
     @property
     def has_data(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Self
 
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import AnalysisCheck, ModelReleaseSpec
@@ -37,15 +37,15 @@ class Reading:
     """Why there is no data, for people ("empty result", "NaN")."""
 
     @classmethod
-    def of(cls, value: float) -> Reading:
+    def of(cls, value: float) -> Self:
         return cls(value=value)
 
     @classmethod
-    def no_data(cls, note: str = "") -> Reading:
+    def no_data(cls, note: str = "") -> Self:
         return cls(note=note)
 
     @classmethod
-    def failed(cls, error: str) -> Reading:
+    def failure(cls, error: str) -> Self:
         return cls(error=error)
 
     @property

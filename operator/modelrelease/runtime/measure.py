@@ -14,15 +14,6 @@ from modelrelease.adapters.prometheus import MetricsProvider, QueryResult
 from modelrelease.core.measurement import AnalysisRun, MeasurementRequest, Reading, Role
 
 
-def reading_of(result: QueryResult) -> Reading:
-    """The provider's classified answer as the core reads it (value, no data, or error)."""
-    if not result.ok:
-        return Reading.failed(result.error or "query failed")
-    if result.value is None:
-        return Reading.no_data(result.note)
-    return Reading.of(result.value)
-
-
 class _Run:
     """Queries of one run; remembers a connection failure so later queries are not attempted."""
 
@@ -46,7 +37,7 @@ def read_run(provider: MetricsProvider, request: MeasurementRequest) -> Analysis
     for item in request.checks:
         answers: dict[Role, Reading] = {}
         for role, promql in item.queries.by_role():
-            answers[role] = reading_of(run.ask(promql))
+            answers[role] = run.ask(promql)  # a QueryResult is the core's Reading
             if not answers[role].ok:
                 break  # the check is an error either way; its other queries would only cost time
         readings[item.check] = answers
