@@ -8,6 +8,8 @@ for synchronous clients (the kubernetes client, kubectl) and for processes that 
 
 Controllers (see :mod:`.controllers`) run as tasks on the same loop as the store.
 """
+from __future__ import annotations
+
 import asyncio
 import concurrent.futures
 import contextlib
@@ -26,10 +28,10 @@ from modelrelease_local.resources import ApiResource, ResourceRegistry
 from modelrelease_local.routing import ApiRequestHandler
 from modelrelease_local.store import ObjectStore
 
-__all__ = ['BackgroundController', 'EmbeddedApiServer']
+__all__ = ["BackgroundController", "EmbeddedApiServer"]
 
 logger = logging.getLogger(__name__)
-T = TypeVar('T')
+T = TypeVar("T")
 
 
 class BackgroundController(Protocol):
@@ -40,7 +42,7 @@ class BackgroundController(Protocol):
 
 class EmbeddedApiServer:
 
-    def __init__(self, *, host: str = '127.0.0.1', port: int = 0, context_name: str = 'modelrelease-local',
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, context_name: str = "modelrelease-local",
                  auto_create_namespaces: bool = True, controllers: Iterable[BackgroundController] = (),
                  request_log_limit: int = 100_000, event_log_size: int = 20_000) -> None:
         self.host = host
@@ -51,7 +53,8 @@ class EmbeddedApiServer:
                                  event_log_size=event_log_size)
         self.requests = RequestLog(request_log_limit)
         self.faults = FaultInjector()
-        self._handler = ApiRequestHandler(self.store, self.registry, self.requests, self.faults)
+        self._handler = ApiRequestHandler(store=self.store, registry=self.registry, log=self.requests,
+                                          faults=self.faults)
         self._controllers: list[BackgroundController] = list(controllers)
         self._controller_tasks: list[asyncio.Task[None]] = []
         self._runner: aiohttp.web.ServerRunner | None = None
@@ -65,17 +68,17 @@ class EmbeddedApiServer:
     @property
     def port(self) -> int:
         if self._port is None:
-            raise RuntimeError('The embedded API server is not started.')
+            raise RuntimeError("The embedded API server is not started.")
         return self._port
 
     @property
     def url(self) -> str:
-        return f'http://{self.host}:{self.port}'
+        return f"http://{self.host}:{self.port}"
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            raise RuntimeError('The embedded API server is not started.')
+            raise RuntimeError("The embedded API server is not started.")
         return self._loop
 
     @property
@@ -86,7 +89,7 @@ class EmbeddedApiServer:
 
     async def astart(self) -> Self:
         if self._runner is not None:
-            raise RuntimeError('The embedded API server is already started.')
+            raise RuntimeError("The embedded API server is already started.")
         self._loop = asyncio.get_running_loop()
         server = aiohttp.web.Server(self._handler, handler_cancellation=True, access_log=None)
         runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
@@ -95,10 +98,10 @@ class EmbeddedApiServer:
         await site.start()
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        self._handler.host_port = f'{self.host}:{self._port}'
+        self._handler.host_port = f"{self.host}:{self._port}"
         for controller in self._controllers:
             self._launch(controller)
-        logger.info('The embedded Kubernetes API server is serving at %s', self.url)
+        logger.info("The embedded Kubernetes API server is serving at %s", self.url)
         return self
 
     async def astop(self) -> None:
@@ -119,14 +122,14 @@ class EmbeddedApiServer:
         await self.astop()
 
     def _launch(self, controller: BackgroundController) -> None:
-        task = asyncio.get_running_loop().create_task(controller.run(self.store), name=f'controller {controller!r}')
+        task = asyncio.get_running_loop().create_task(controller.run(self.store), name=f"controller {controller!r}")
         task.add_done_callback(self._report_controller_exit)
         self._controller_tasks.append(task)
 
     @staticmethod
     def _report_controller_exit(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            logger.error('A controller has crashed: %s', task.get_name(), exc_info=task.exception())
+            logger.error("A controller has crashed: %s", task.get_name(), exc_info=task.exception())
 
     def attach(self, controller: BackgroundController) -> None:
         """Add a controller; it starts now if the server runs, or when the server starts."""
@@ -139,10 +142,10 @@ class EmbeddedApiServer:
     def start(self, timeout: float = 30.0) -> Self:
         """Serve from a background thread with its own event loop; return when it accepts requests."""
         if self._thread is not None:
-            raise RuntimeError('The embedded API server is already started.')
+            raise RuntimeError("The embedded API server is already started.")
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, args=(started,), daemon=True,
-                                        name='embedded-kube-apiserver')
+                                        name="embedded-kube-apiserver")
         self._thread.start()
         try:
             started.result(timeout=timeout)
@@ -207,10 +210,10 @@ class EmbeddedApiServer:
     # Convenience access to the store (thread-safe).
 
     def resource(self, api_version: str, plural: str) -> ApiResource:
-        group, _, version = api_version.rpartition('/')
+        group, _, version = api_version.rpartition("/")
         resource = self.call(self.registry.get, group, version, plural)
         if resource is None:
-            raise LookupError(f'Unknown resource: {plural} in {api_version}')
+            raise LookupError(f"Unknown resource: {plural} in {api_version}")
         return resource
 
     def get_object(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -241,22 +244,22 @@ class EmbeddedApiServer:
 
     # Client configuration.
 
-    def kubeconfig(self, namespace: str = 'default') -> dict[str, Any]:
+    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
         name = self.context_name
         return {
-            'apiVersion': 'v1',
-            'kind': 'Config',
-            'clusters': [{'name': name, 'cluster': {'server': self.url}}],
-            'users': [{'name': name, 'user': {}}],
-            'contexts': [{'name': name, 'context': {'cluster': name, 'user': name, 'namespace': namespace}}],
-            'current-context': name,
-            'preferences': {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": self.url}}],
+            "users": [{"name": name, "user": {}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}],
+            "current-context": name,
+            "preferences": {},
         }
 
-    def write_kubeconfig(self, path: str | pathlib.Path, namespace: str = 'default') -> pathlib.Path:
+    def write_kubeconfig(self, path: str | pathlib.Path, namespace: str = "default") -> pathlib.Path:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False), encoding='utf-8')
+        path.write_text(yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False), encoding="utf-8")
         return path
 
 
@@ -266,13 +269,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from modelrelease_local.controllers import ControllerEmulator
 
-    parser = argparse.ArgumentParser(description='An embedded Kubernetes API server (plain HTTP, no auth).')
-    parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=0)
-    parser.add_argument('--kubeconfig', type=pathlib.Path, help='where to write a kubeconfig for it')
-    parser.add_argument('--no-controllers', action='store_true', help='no emulated Job/Deployment controllers')
+    parser = argparse.ArgumentParser(description="An embedded Kubernetes API server (plain HTTP, no auth).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--kubeconfig", type=pathlib.Path, help="where to write a kubeconfig for it")
+    parser.add_argument("--no-controllers", action="store_true", help="no emulated Job/Deployment controllers")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
         controllers = [] if args.no_controllers else [ControllerEmulator()]
@@ -286,5 +289,5 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve())
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

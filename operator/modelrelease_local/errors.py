@@ -2,6 +2,8 @@
 API errors rendered as Kubernetes ``Status`` objects, so that every client maps them to its own
 exception types (``ApiException.status``, kopf's ``APIConflictError``, kubectl's messages).
 """
+from __future__ import annotations
+
 from typing import Any
 
 import attrs
@@ -10,16 +12,34 @@ import kmock
 from modelrelease_local.resources import ApiResource
 
 __all__ = [
-    'ApiError', 'already_exists', 'bad_request', 'conflict', 'error_for_code', 'forbidden_change',
-    'gone', 'invalid', 'method_not_allowed', 'not_acceptable', 'not_found', 'status_body',
-    'unsupported_media_type',
+    "ApiError",
+    "EndpointNotFound",
+    "ObjectNotFound",
+    "ResourceNotFound",
+    "already_exists",
+    "bad_request",
+    "conflict",
+    "endpoint_not_found",
+    "error_for_code",
+    "forbidden_change",
+    "gone",
+    "invalid",
+    "method_not_allowed",
+    "not_acceptable",
+    "not_found",
+    "resource_not_found",
+    "status_body",
+    "unsupported_media_type",
 ]
 
 _REASONS = {
-    400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed',
-    406: 'NotAcceptable', 409: 'Conflict', 410: 'Expired', 415: 'UnsupportedMediaType', 422: 'Invalid',
-    429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    406: "NotAcceptable", 409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
+    429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
 }
+
+
+_NOT_FOUND_MESSAGE = "the server could not find the requested resource"
 
 
 @attrs.frozen
@@ -27,77 +47,113 @@ class ApiError(kmock.KubernetesError):
     """An expected API failure; ``status`` is the HTTP code, ``reason`` the Kubernetes reason."""
 
 
+# The 404s are also kmock's own kinds of "not found", so that code written against kmock's emulator
+# (``except kmock.KubernetesObjectNotFoundError``) sees ours the same way. Their fields come in another
+# order than KubernetesError's (kmock's subclasses redefine them): construct them by keyword only.
+
+@attrs.frozen
+class ObjectNotFound(ApiError, kmock.KubernetesObjectNotFoundError):
+    """A known resource, but no such object."""
+
+
+@attrs.frozen
+class ResourceNotFound(ApiError, kmock.KubernetesResourceNotFoundError):
+    """A resource (or subresource) that is not served."""
+
+
+@attrs.frozen
+class EndpointNotFound(ApiError, kmock.KubernetesEndpointNotFoundError):
+    """A URL that is no part of the API."""
+
+
+def resource_not_found(what: str | None = None) -> ResourceNotFound:
+    message = f"{_NOT_FOUND_MESSAGE} ({what})" if what else _NOT_FOUND_MESSAGE
+    return ResourceNotFound(status=404, reason="NotFound", message=message, details=None)
+
+
+def endpoint_not_found() -> EndpointNotFound:
+    return EndpointNotFound(status=404, reason="NotFound", message=_NOT_FOUND_MESSAGE, details=None)
+
+
 def status_body(error: kmock.KubernetesError) -> dict[str, Any]:
+    """The ``Status`` a real API server sends for this error (no traceback, CamelCase reasons)."""
+    reason, message = error.reason, error.message
+    if not isinstance(error, ApiError):
+        # kmock's own errors (from its discovery reactions) carry advice for mock authors in their messages
+        # and reasons with spaces; clients and kubectl expect the API server's wording.
+        reason = _REASONS.get(error.status, "Unknown")
+        message = _NOT_FOUND_MESSAGE if error.status == 404 else message
     body: dict[str, Any] = {
-        'kind': 'Status',
-        'apiVersion': 'v1',
-        'metadata': {},
-        'status': 'Failure',
-        'message': error.message or '',
-        'reason': error.reason or _REASONS.get(error.status, 'Unknown'),
-        'code': error.status,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message or "",
+        "reason": reason or _REASONS.get(error.status, "Unknown"),
+        "code": error.status,
     }
     if error.details:
-        body['details'] = error.details
+        body["details"] = error.details
     return body
 
 
 def _qualified(resource: ApiResource) -> str:
-    return f'{resource.plural}.{resource.group}' if resource.group else resource.plural
+    return f"{resource.plural}.{resource.group}" if resource.group else resource.plural
 
 
 def _details(resource: ApiResource, name: str | None) -> dict[str, Any]:
-    details: dict[str, Any] = {'group': resource.group, 'kind': resource.plural}
+    details: dict[str, Any] = {"group": resource.group, "kind": resource.plural}
     if name:
-        details['name'] = name
+        details["name"] = name
     return details
 
 
-def not_found(resource: ApiResource, name: str) -> ApiError:
-    return ApiError(404, 'NotFound', f'{_qualified(resource)} "{name}" not found', _details(resource, name))
+def not_found(resource: ApiResource, name: str) -> ObjectNotFound:
+    return ObjectNotFound(status=404, reason="NotFound", message=f'{_qualified(resource)} "{name}" not found',
+                          details=_details(resource, name))
 
 
 def already_exists(resource: ApiResource, name: str) -> ApiError:
-    return ApiError(409, 'AlreadyExists', f'{_qualified(resource)} "{name}" already exists',
+    return ApiError(409, "AlreadyExists", f'{_qualified(resource)} "{name}" already exists',
                     _details(resource, name))
 
 
 def conflict(resource: ApiResource, name: str, why: str | None = None) -> ApiError:
-    why = why or 'the object has been modified; please apply your changes to the latest version and try again'
-    return ApiError(409, 'Conflict', f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": {why}',
+    why = why or "the object has been modified; please apply your changes to the latest version and try again"
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": {why}',
                     _details(resource, name))
 
 
 def invalid(resource: ApiResource, name: str | None, why: str) -> ApiError:
-    return ApiError(422, 'Invalid', f'{resource.kind} "{name or ""}" is invalid: {why}', _details(resource, name))
+    return ApiError(422, "Invalid", f'{resource.kind} "{name or ""}" is invalid: {why}', _details(resource, name))
 
 
 def forbidden_change(resource: ApiResource, name: str, why: str) -> ApiError:
-    return invalid(resource, name, f'Forbidden: {why}')
+    return invalid(resource, name, f"Forbidden: {why}")
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, 'BadRequest', message, None)
+    return ApiError(400, "BadRequest", message, None)
 
 
 def method_not_allowed(message: str) -> ApiError:
-    return ApiError(405, 'MethodNotAllowed', message, None)
+    return ApiError(405, "MethodNotAllowed", message, None)
 
 
 def not_acceptable(message: str) -> ApiError:
-    return ApiError(406, 'NotAcceptable', message, None)
+    return ApiError(406, "NotAcceptable", message, None)
 
 
 def unsupported_media_type(content_type: str, why: str | None = None) -> ApiError:
-    return ApiError(415, 'UnsupportedMediaType', why or (
-        f'the body of the request was in an unknown format - accepted media types include:'
-        f' application/json, application/yaml (got {content_type!r})'), None)
+    return ApiError(415, "UnsupportedMediaType", why or (
+        f"the body of the request was in an unknown format - accepted media types include:"
+        f" application/json, application/yaml (got {content_type!r})"), None)
 
 
 def gone(message: str) -> ApiError:
-    return ApiError(410, 'Expired', message, None)
+    return ApiError(410, "Expired", message, None)
 
 
 def error_for_code(code: int, message: str | None = None, reason: str | None = None) -> ApiError:
-    reason = reason or _REASONS.get(code, 'Unknown')
-    return ApiError(code, reason, message or f'injected failure: {reason}', None)
+    reason = reason or _REASONS.get(code, "Unknown")
+    return ApiError(code, reason, message or f"injected failure: {reason}", None)

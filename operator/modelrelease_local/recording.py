@@ -4,6 +4,8 @@ What tests observe and steer in the embedded API server: the request log and inj
 Both are thread-safe: the server runs on its own loop (often in a background thread), while
 tests read the log and arm faults from their own thread.
 """
+from __future__ import annotations
+
 import collections
 import dataclasses
 import re
@@ -12,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ['Fault', 'FaultInjector', 'RequestLog', 'RequestRecord']
+__all__ = ["Fault", "FaultInjector", "RequestLog", "RequestRecord"]
 
-WRITE_METHODS = frozenset({'POST', 'PUT', 'PATCH', 'DELETE'})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,7 @@ class RequestRecord:
 
     @property
     def is_watch(self) -> bool:
-        return self.method == 'GET' and self.query.get('watch') in ('true', '1')
+        return self.method == "GET" and self.query.get("watch") in ("true", "1")
 
     def matches(self, method: str | None = None, path_suffix: str | None = None,
                 path_contains: str | None = None, path_regex: str | None = None) -> bool:

@@ -5,20 +5,21 @@ Built-in resources come from the discovery snapshot bundled with kmock (a real c
 ``/api`` and ``/apis`` answers), so kubectl sees the usual kinds, short names and categories.
 Custom resources appear and disappear with their CustomResourceDefinitions.
 """
+from __future__ import annotations
+
 import dataclasses
-import gzip
-import importlib.resources
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kmock
 
-__all__ = ['ApiResource', 'ResourceRegistry', 'resources_from_crd', 'sort_versions']
+__all__ = ["ApiResource", "ResourceRegistry", "resources_from_crd", "sort_versions"]
 
 # Bundled discovery data that is not part of a vanilla API server.
-_NON_BUILTIN_GROUPS = {'metrics.k8s.io', 'gateway.networking.k8s.io'}
-_SUBRESOURCE_VERBS = {'status': ['get', 'patch', 'update'], 'scale': ['get', 'patch', 'update']}
+_NON_BUILTIN_GROUPS = {"metrics.k8s.io", "gateway.networking.k8s.io"}
+_SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}
 
 StorageKey = tuple[str, str]  # (group, plural): all served versions of a resource share one storage
 
@@ -31,7 +32,7 @@ class ApiResource:
     kind: str
     singular: str
     namespaced: bool
-    verbs: tuple[str, ...] = ('create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch')
+    verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     subresources: frozenset[str] = frozenset()
@@ -42,11 +43,11 @@ class ApiResource:
 
     @property
     def list_kind(self) -> str:
-        return self.list_kind_name or f'{self.kind}List'
+        return self.list_kind_name or f"{self.kind}List"
 
     @property
     def api_version(self) -> str:
-        return f'{self.group}/{self.version}' if self.group else self.version
+        return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
     def storage(self) -> StorageKey:
@@ -54,13 +55,13 @@ class ApiResource:
 
     @property
     def has_status(self) -> bool:
-        return 'status' in self.subresources
+        return "status" in self.subresources
 
     def __str__(self) -> str:
-        return f'{self.plural}.{self.version}.{self.group}' if self.group else f'{self.plural}.{self.version}'
+        return f"{self.plural}.{self.version}.{self.group}" if self.group else f"{self.plural}.{self.version}"
 
 
-_VERSION_RE = re.compile(r'^v(\d+)(?:(alpha|beta)(\d+))?$')
+_VERSION_RE = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 
 
 def _version_priority(version: str) -> tuple[int, int, int, int, str]:
@@ -68,7 +69,7 @@ def _version_priority(version: str) -> tuple[int, int, int, int, str]:
     match = _VERSION_RE.match(version)
     if not match:
         return (1, 0, 0, 0, version)
-    stage = {None: 0, 'beta': 1, 'alpha': 2}[match.group(2)]
+    stage = {None: 0, "beta": 1, "alpha": 2}[match.group(2)]
     return (0, stage, -int(match.group(1)), -int(match.group(3) or 0), version)
 
 
@@ -77,27 +78,27 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
 
 
 def resources_from_crd(crd: Mapping[str, Any]) -> list[ApiResource]:
-    spec = crd.get('spec') or {}
-    names = spec.get('names') or {}
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
     result: list[ApiResource] = []
-    for version in spec.get('versions') or []:
-        if not version.get('served', True):
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
             continue
-        subresources = version.get('subresources') or {}
+        subresources = version.get("subresources") or {}
         result.append(ApiResource(
-            group=spec['group'],
-            version=version['name'],
-            plural=names['plural'],
-            kind=names['kind'],
-            singular=names.get('singular') or names['kind'].lower(),
-            namespaced=spec.get('scope', 'Namespaced') == 'Namespaced',
-            short_names=tuple(names.get('shortNames') or ()),
-            categories=tuple(names.get('categories') or ()),
-            subresources=frozenset(key for key in ('status', 'scale') if subresources.get(key) is not None),
-            printer_columns=tuple(version.get('additionalPrinterColumns') or ()),
+            group=spec["group"],
+            version=version["name"],
+            plural=names["plural"],
+            kind=names["kind"],
+            singular=names.get("singular") or names["kind"].lower(),
+            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+            short_names=tuple(names.get("shortNames") or ()),
+            categories=tuple(names.get("categories") or ()),
+            subresources=frozenset(key for key in ("status", "scale") if subresources.get(key) is not None),
+            printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
             custom=True,
-            crd_name=(crd.get('metadata') or {}).get('name'),
-            list_kind_name=names.get('listKind'),
+            crd_name=(crd.get("metadata") or {}).get("name"),
+            list_kind_name=names.get("listKind"),
         ))
     return result
 
@@ -111,10 +112,11 @@ class ResourceRegistry:
             self._load_builtins()
 
     def _load_builtins(self) -> None:
-        # The same data as kmock's load_bundled(), read without its deprecated importlib call.
         bundled = kmock.ResourcesArray()
-        bundled.load_data(gzip.decompress(importlib.resources.files('kmock._internal')
-                                          .joinpath('resources.json.gz').read_bytes()))
+        with warnings.catch_warnings():
+            # kmock 0.8 reads its bundle with importlib.resources.read_binary(), deprecated since 3.11.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            bundled.load_bundled()
         for ref in bundled:
             info = bundled[ref]
             if ref.group in _NON_BUILTIN_GROUPS or not ref.plural or ref.version is None or ref.group is None:
@@ -159,7 +161,7 @@ class ResourceRegistry:
         return candidates[sort_versions(candidates)[0]] if candidates else None
 
     def by_kind(self, api_version: str, kind: str) -> ApiResource | None:
-        group, _, version = api_version.rpartition('/')
+        group, _, version = api_version.rpartition("/")
         for res in self._resources.values():
             if res.group == group and res.version == version and res.kind == kind:
                 return res
@@ -175,21 +177,21 @@ class ResourceRegistry:
 
     def api_group_list(self) -> dict[str, Any]:
         return {
-            'kind': 'APIGroupList',
-            'apiVersion': 'v1',
-            'groups': [self._api_group(group, versions) for group, versions in self.groups().items() if group],
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [self._api_group(group, versions) for group, versions in self.groups().items() if group],
         }
 
     def api_group(self, group: str) -> dict[str, Any] | None:
         versions = self.groups().get(group)
         return None if not versions or not group else {
-            'kind': 'APIGroup', 'apiVersion': 'v1', **self._api_group(group, versions),
+            "kind": "APIGroup", "apiVersion": "v1", **self._api_group(group, versions),
         }
 
     @staticmethod
     def _api_group(group: str, versions: list[str]) -> dict[str, Any]:
-        entries = [{'groupVersion': f'{group}/{version}', 'version': version} for version in versions]
-        return {'name': group, 'versions': entries, 'preferredVersion': entries[0]}
+        entries = [{"groupVersion": f"{group}/{version}", "version": version} for version in versions]
+        return {"name": group, "versions": entries, "preferredVersion": entries[0]}
 
     def api_resource_list(self, group: str, version: str) -> dict[str, Any] | None:
         members = sorted(
@@ -201,24 +203,24 @@ class ResourceRegistry:
         entries: list[dict[str, Any]] = []
         for res in members:
             entry: dict[str, Any] = {
-                'name': res.plural, 'singularName': res.singular, 'namespaced': res.namespaced,
-                'kind': res.kind, 'verbs': list(res.verbs),
+                "name": res.plural, "singularName": res.singular, "namespaced": res.namespaced,
+                "kind": res.kind, "verbs": list(res.verbs),
             }
             if res.short_names:
-                entry['shortNames'] = list(res.short_names)
+                entry["shortNames"] = list(res.short_names)
             if res.categories:
-                entry['categories'] = list(res.categories)
+                entry["categories"] = list(res.categories)
             entries.append(entry)
             for sub in sorted(res.subresources):
                 entries.append({
-                    'name': f'{res.plural}/{sub}', 'singularName': '', 'namespaced': res.namespaced,
-                    'kind': 'Scale' if sub == 'scale' else res.kind,
-                    **({'group': 'autoscaling', 'version': 'v1'} if sub == 'scale' else {}),
-                    'verbs': _SUBRESOURCE_VERBS.get(sub, ['get']),
+                    "name": f"{res.plural}/{sub}", "singularName": "", "namespaced": res.namespaced,
+                    "kind": "Scale" if sub == "scale" else res.kind,
+                    **({"group": "autoscaling", "version": "v1"} if sub == "scale" else {}),
+                    "verbs": _SUBRESOURCE_VERBS.get(sub, ["get"]),
                 })
         return {
-            'kind': 'APIResourceList',
-            'apiVersion': 'v1',
-            'groupVersion': f'{group}/{version}' if group else version,
-            'resources': entries,
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": entries,
         }

@@ -10,6 +10,8 @@ metadata and status; optimistic concurrency (409 on a stale resourceVersion); st
 isolation; finalizers and deletionTimestamp; garbage collection by ownerReferences; namespace
 cleanup; dry runs; CRDs (un)registering their resources; no-op writes not bumping anything.
 """
+from __future__ import annotations
+
 import asyncio
 import copy
 import secrets
@@ -23,28 +25,28 @@ from modelrelease_local.resources import ApiResource, ResourceRegistry, StorageK
 from modelrelease_local.selectors import FieldSelector, LabelSelector
 from modelrelease_local.watching import EventLog, StoreEvent, Watcher
 
-__all__ = ['ObjectStore', 'PatchType']
+__all__ = ["ObjectStore", "PatchType"]
 
 Object = dict[str, Any]
 ObjectKey = tuple[str | None, str]  # (namespace, name)
 
 
-_CRDS: StorageKey = ('apiextensions.k8s.io', 'customresourcedefinitions')
-_NAMESPACES: StorageKey = ('', 'namespaces')
-_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # as the real generateName: no vowels, no look-alikes
+_CRDS: StorageKey = ("apiextensions.k8s.io", "customresourcedefinitions")
+_NAMESPACES: StorageKey = ("", "namespaces")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as the real generateName: no vowels, no look-alikes
 
 
 def _content(obj: Mapping[str, Any], resource: ApiResource) -> dict[str, Any]:
     """The part of an object whose changes bump the generation."""
     # A custom resource without a status subresource counts its status as content, as the real server does.
     status_is_content = resource.custom and not resource.has_status
-    excluded = {'metadata', 'apiVersion', 'kind'} | (set() if status_is_content else {'status'})
+    excluded = {"metadata", "apiVersion", "kind"} | (set() if status_is_content else {"status"})
     return {key: value for key, value in obj.items() if key not in excluded}
 
 
 def _without_rv(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = {key: value for key, value in (obj.get('metadata') or {}).items() if key != 'resourceVersion'}
-    return {**obj, 'metadata': meta}
+    meta = {key: value for key, value in (obj.get("metadata") or {}).items() if key != "resourceVersion"}
+    return {**obj, "metadata": meta}
 
 
 class ObjectStore:
@@ -56,8 +58,8 @@ class ObjectStore:
         self.events = EventLog(event_log_size)
         self._objects: dict[StorageKey, dict[ObjectKey, Object]] = {}
         self._uids: dict[str, tuple[StorageKey, ObjectKey]] = {}
-        for name in ('default', 'kube-system', 'kube-public'):
-            self.create(self._resource(_NAMESPACES), None, {'metadata': {'name': name}})
+        for name in ("default", "kube-system", "kube-public"):
+            self.create(self._resource(_NAMESPACES), None, {"metadata": {"name": name}})
 
     # Reading.
 
@@ -68,7 +70,7 @@ class ObjectStore:
     def _resource(self, storage: StorageKey) -> ApiResource:
         resource = self.registry.preferred(storage)
         if resource is None:
-            raise LookupError(f'Unknown resource: {storage}')
+            raise LookupError(f"Unknown resource: {storage}")
         return resource
 
     @staticmethod
@@ -79,8 +81,8 @@ class ObjectStore:
     def render(resource: ApiResource, obj: Mapping[str, Any]) -> Object:
         """A detached copy of a stored object, as served at this resource's version."""
         rendered = copy.deepcopy(dict(obj))
-        rendered['apiVersion'] = resource.api_version
-        rendered['kind'] = resource.kind
+        rendered["apiVersion"] = resource.api_version
+        rendered["kind"] = resource.kind
         return rendered
 
     def _stored(self, resource: ApiResource, namespace: str | None, name: str) -> Object:
@@ -112,7 +114,7 @@ class ObjectStore:
     def list_objects(self, resource: ApiResource, namespace: str | None = None,
              labels: LabelSelector | None = None, fields: FieldSelector | None = None) -> list[Object]:
         items = [self.render(resource, obj) for obj in self.iter_stored(resource, namespace, labels, fields)]
-        return sorted(items, key=lambda obj: (obj['metadata'].get('namespace') or '', obj['metadata']['name']))
+        return sorted(items, key=lambda obj: (obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
 
     def watch(self, resource: ApiResource, namespace: str | None = None, *,
               labels: LabelSelector | None = None, fields: FieldSelector | None = None,
@@ -123,16 +125,16 @@ class ObjectStore:
         With ``since``, it replays the changes after that resourceVersion (410 Gone if forgotten).
         """
         try:
-            since_rv = int(since) if since not in (None, '', '0') else None
+            since_rv = int(since) if since not in (None, "", "0") else None
         except ValueError:
-            raise errors.bad_request(f'invalid resourceVersion: {since!r}') from None
+            raise errors.bad_request(f"invalid resourceVersion: {since!r}") from None
         namespace = namespace if resource.namespaced else None
         initial = None if since_rv is not None else list(self.iter_stored(resource, namespace, labels, fields))
         bookmark = None
         if initial_events_bookmark:
-            bookmark = {'kind': resource.kind, 'apiVersion': resource.api_version, 'metadata': {
-                'resourceVersion': self.resource_version,
-                'annotations': {'k8s.io/initial-events-end': 'true'},
+            bookmark = {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": {
+                "resourceVersion": self.resource_version,
+                "annotations": {"k8s.io/initial-events-end": "true"},
             }}
         return Watcher(
             self.events, resource.storage, namespace, initial=initial, since=since_rv, initial_bookmark=bookmark,
@@ -144,28 +146,28 @@ class ObjectStore:
 
     def create(self, resource: ApiResource, namespace: str | None, body: Any, *, dry_run: bool = False) -> Object:
         if not isinstance(body, dict):
-            raise errors.bad_request('the request body must be a JSON object')
+            raise errors.bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
         self._check_type(resource, obj)
-        meta = obj.setdefault('metadata', {})
+        meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise errors.bad_request('metadata must be an object')
+            raise errors.bad_request("metadata must be an object")
         if resource.namespaced:
-            if namespace and meta.get('namespace') and meta['namespace'] != namespace:
-                raise errors.bad_request('the namespace of the provided object does not match the namespace'
-                                         ' sent on the request')
-            namespace = namespace or meta.get('namespace')
+            if namespace and meta.get("namespace") and meta["namespace"] != namespace:
+                raise errors.bad_request("the namespace of the provided object does not match the namespace"
+                                         " sent on the request")
+            namespace = namespace or meta.get("namespace")
             if not namespace:
-                raise errors.bad_request('a namespace is required for a namespaced resource')
-            meta['namespace'] = namespace
+                raise errors.bad_request("a namespace is required for a namespaced resource")
+            meta["namespace"] = namespace
         else:
-            meta.pop('namespace', None)
+            meta.pop("namespace", None)
             namespace = None
-        if not meta.get('name'):
-            if not meta.get('generateName'):
-                raise errors.invalid(resource, None, 'metadata.name: Required value: name or generateName is required')
-            meta['name'] = meta['generateName'] + ''.join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
-        name = meta['name']
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise errors.invalid(resource, None, "metadata.name: Required value: name or generateName is required")
+            meta["name"] = meta["generateName"] + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        name = meta["name"]
         admission.validate_name(resource, name)
         key = self._key(resource, namespace, name)
         if key in self._objects.get(resource.storage, {}):
@@ -174,13 +176,13 @@ class ObjectStore:
             self._ensure_namespace(namespace, dry_run=dry_run)
 
         now = timestamps.now()
-        for transient in ('deletionTimestamp', 'deletionGracePeriodSeconds', 'managedFields', 'resourceVersion'):
+        for transient in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "resourceVersion"):
             meta.pop(transient, None)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, generation=1)
         if resource.has_status:
-            obj.pop('status', None)  # as the real create strategies do: status is the controllers' business
+            obj.pop("status", None)  # as the real create strategies do: status is the controllers' business
         admission.admit_create(resource, obj, now)
-        obj['apiVersion'], obj['kind'] = resource.api_version, resource.kind
+        obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
         if dry_run:
             return self.render(resource, obj)
         return self._commit(resource, key, None, obj)
@@ -188,14 +190,14 @@ class ObjectStore:
     def replace(self, resource: ApiResource, namespace: str | None, name: str, body: Any, *,
                 subresource: str | None = None, dry_run: bool = False) -> Object:
         if not isinstance(body, dict):
-            raise errors.bad_request('the request body must be a JSON object')
-        if subresource == 'scale':
+            raise errors.bad_request("the request body must be a JSON object")
+        if subresource == "scale":
             return self._write_scale(resource, self._stored(resource, namespace, name), body, dry_run=dry_run)
         self._check_type(resource, body)
-        body_name = (body.get('metadata') or {}).get('name')
+        body_name = (body.get("metadata") or {}).get("name")
         if body_name and body_name != name:
-            raise errors.bad_request(f'the name of the object ({body_name}) does not match'
-                                     f' the name on the URL ({name})')
+            raise errors.bad_request(f"the name of the object ({body_name}) does not match"
+                                     f" the name on the URL ({name})")
         old = self._stored(resource, namespace, name)
         return self._update(resource, old, copy.deepcopy(body), subresource=subresource, dry_run=dry_run)
 
@@ -204,137 +206,136 @@ class ObjectStore:
         key = self._key(resource, namespace, name)
         old = self._objects.get(resource.storage, {}).get(key)
         if old is None and patch_type == PatchType.APPLY and subresource is None:
-            body = dict(patch or {}, metadata={**((patch or {}).get('metadata') or {}), 'name': name})
+            body = dict(patch or {}, metadata={**((patch or {}).get("metadata") or {}), "name": name})
             return self.create(resource, namespace, body, dry_run=dry_run)
         if old is None:
             raise errors.not_found(resource, name)
         if patch_type == PatchType.STRATEGIC and resource.custom:
-            raise errors.ApiError(415, 'UnsupportedMediaType',
-                                  'strategic merge patch is not supported for custom resources', None)
-        current = self.scale_of(resource, old) if subresource == 'scale' else self.render(resource, old)
+            raise errors.ApiError(415, "UnsupportedMediaType",
+                                  "strategic merge patch is not supported for custom resources", None)
+        current = self.scale_of(resource, old) if subresource == "scale" else self.render(resource, old)
         try:
             new = patching.apply_patch(patch_type, current, patch)
         except patching.PatchFormatError as exc:
             raise errors.bad_request(str(exc)) from None
         except patching.PatchError as exc:
-            raise errors.ApiError(422, 'Invalid', f'the server rejected our request due to an error in our'
-                                  f' request: {exc}', None) from None
-        if subresource == 'scale':
+            raise errors.ApiError(422, "Invalid", f"the server rejected our request due to an error in our"
+                                  f" request: {exc}", None) from None
+        if subresource == "scale":
             return self._write_scale(resource, old, new, dry_run=dry_run)
         return self._update(resource, old, new, subresource=subresource, dry_run=dry_run)
 
     @staticmethod
     def scale_of(resource: ApiResource, obj: Mapping[str, Any]) -> Object:
         """The ``autoscaling/v1 Scale`` view of an object (the ``/scale`` subresource)."""
-        meta = obj['metadata']
-        selector = ((obj.get('spec') or {}).get('selector') or {}).get('matchLabels') or {}
+        meta = obj["metadata"]
+        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         return {
-            'apiVersion': 'autoscaling/v1', 'kind': 'Scale',
-            'metadata': {key: meta[key] for key in ('name', 'namespace', 'uid', 'resourceVersion', 'creationTimestamp')
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                          if key in meta},
-            'spec': {'replicas': (obj.get('spec') or {}).get('replicas', 0)},
-            'status': {'replicas': (obj.get('status') or {}).get('replicas', 0),
-                       'selector': ','.join(f'{key}={value}' for key, value in selector.items())},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{key}={value}" for key, value in selector.items())},
         }
 
     def _write_scale(self, resource: ApiResource, old: Object, scale: Mapping[str, Any], *, dry_run: bool) -> Object:
-        replicas = (scale.get('spec') or {}).get('replicas')
+        replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise errors.invalid(resource, old['metadata']['name'], 'spec.replicas: a non-negative integer is required')
+            raise errors.invalid(resource, old["metadata"]["name"], "spec.replicas: a non-negative integer is required")
         candidate = self.render(resource, old)
-        candidate['spec'] = {**(candidate.get('spec') or {}), 'replicas': replicas}
-        candidate['metadata']['resourceVersion'] = (scale.get('metadata') or {}).get('resourceVersion')
+        candidate["spec"] = {**(candidate.get("spec") or {}), "replicas": replicas}
+        candidate["metadata"]["resourceVersion"] = (scale.get("metadata") or {}).get("resourceVersion")
         return self.scale_of(resource, self._update(resource, old, candidate, subresource=None, dry_run=dry_run))
 
     def _update(self, resource: ApiResource, old: Object, candidate: Object, *,
                 subresource: str | None, dry_run: bool) -> Object:
-        name = old['metadata']['name']
-        meta = candidate.get('metadata')
+        name = old["metadata"]["name"]
+        meta = candidate.get("metadata")
         if not isinstance(meta, dict):
-            meta = candidate['metadata'] = {}
-        expected_rv = meta.get('resourceVersion')
-        if expected_rv and str(expected_rv) != old['metadata']['resourceVersion']:
+            meta = candidate["metadata"] = {}
+        expected_rv = meta.get("resourceVersion")
+        if expected_rv and str(expected_rv) != old["metadata"]["resourceVersion"]:
             raise errors.conflict(resource, name)
-        if subresource == 'status':
+        if subresource == "status":
             new = copy.deepcopy(old)
-            if 'status' in candidate:
-                new['status'] = candidate['status']
+            if "status" in candidate:
+                new["status"] = candidate["status"]
             else:
-                new.pop('status', None)
+                new.pop("status", None)
         elif subresource is not None:
-            raise errors.ApiError(404, 'NotFound', f'the server could not find the requested resource'
-                                  f' ({subresource} subresource)', None)
+            raise errors.resource_not_found(f"{subresource} subresource")
         else:
             new = candidate
             if resource.has_status:
-                new.pop('status', None)
-                if 'status' in old:
-                    new['status'] = copy.deepcopy(old['status'])
-            new_meta = new['metadata']
-            for immutable in ('uid', 'creationTimestamp', 'namespace', 'name', 'deletionTimestamp',
-                              'deletionGracePeriodSeconds', 'generation'):
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+            new_meta = new["metadata"]
+            for immutable in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp",
+                              "deletionGracePeriodSeconds", "generation"):
                 new_meta.pop(immutable, None)
-                if immutable in old['metadata']:
-                    new_meta[immutable] = old['metadata'][immutable]
-            new_meta.pop('managedFields', None)
-            if old['metadata'].get('deletionTimestamp'):
-                added = set(new_meta.get('finalizers') or []) - set(old['metadata'].get('finalizers') or [])
+                if immutable in old["metadata"]:
+                    new_meta[immutable] = old["metadata"][immutable]
+            new_meta.pop("managedFields", None)
+            if old["metadata"].get("deletionTimestamp"):
+                added = set(new_meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
                 if added:
-                    raise errors.forbidden_change(resource, name, 'no new finalizers can be added if the object'
-                                                  ' is being deleted')
-        new['apiVersion'], new['kind'] = resource.api_version, resource.kind
-        new['metadata']['resourceVersion'] = old['metadata']['resourceVersion']
+                    raise errors.forbidden_change(resource, name, "no new finalizers can be added if the object"
+                                                  " is being deleted")
+        new["apiVersion"], new["kind"] = resource.api_version, resource.kind
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _content(new, resource) != _content(old, resource):
-            new['metadata']['generation'] = int(old['metadata'].get('generation') or 0) + 1
+            new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
         admission.admit_update(resource, old, new, timestamps.now())
         if _without_rv(new) == _without_rv(old):
             return self.render(resource, old)  # a no-op write: no new resourceVersion, no watch event
         if dry_run:
             return self.render(resource, new)
-        return self._commit(resource, self._key(resource, old['metadata'].get('namespace'), name), old, new)
+        return self._commit(resource, self._key(resource, old["metadata"].get("namespace"), name), old, new)
 
     def delete(self, resource: ApiResource, namespace: str | None, name: str,
                options: Mapping[str, Any] | None = None, *, dry_run: bool = False) -> Object:
         options = options or {}
         old = self._stored(resource, namespace, name)
-        meta = old['metadata']
-        preconditions = options.get('preconditions') or {}
-        if preconditions.get('uid') and preconditions['uid'] != meta['uid']:
-            raise errors.conflict(resource, name, 'Precondition failed: UID in precondition does not match')
-        if preconditions.get('resourceVersion') and preconditions['resourceVersion'] != meta['resourceVersion']:
-            raise errors.conflict(resource, name, 'Precondition failed: resourceVersion does not match')
-        policy = options.get('propagationPolicy') or ('Orphan' if options.get('orphanDependents') else 'Background')
-        key = self._key(resource, meta.get('namespace'), name)
+        meta = old["metadata"]
+        preconditions = options.get("preconditions") or {}
+        if preconditions.get("uid") and preconditions["uid"] != meta["uid"]:
+            raise errors.conflict(resource, name, "Precondition failed: UID in precondition does not match")
+        if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != meta["resourceVersion"]:
+            raise errors.conflict(resource, name, "Precondition failed: resourceVersion does not match")
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        key = self._key(resource, meta.get("namespace"), name)
         if dry_run:
             return self.render(resource, old)
-        if policy == 'Foreground':
-            self._collect_dependents(meta['uid'], orphan=False)
-        if meta.get('finalizers'):
-            if meta.get('deletionTimestamp'):
+        if policy == "Foreground":
+            self._collect_dependents(meta["uid"], orphan=False)
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
                 return self.render(resource, old)
             new = copy.deepcopy(old)
-            new['metadata'].update(deletionTimestamp=timestamps.now(), deletionGracePeriodSeconds=0)
+            new["metadata"].update(deletionTimestamp=timestamps.now(), deletionGracePeriodSeconds=0)
             return self._commit(resource, key, old, new)
         result = self._commit(resource, key, old, old, deleting=True)
-        self._after_delete(resource, result, orphan=(policy == 'Orphan'))
+        self._after_delete(resource, result, orphan=(policy == "Orphan"))
         return result
 
     def delete_collection(self, resource: ApiResource, namespace: str | None, labels: LabelSelector | None,
                           fields: FieldSelector | None, options: Mapping[str, Any] | None = None, *,
                           dry_run: bool = False) -> list[Object]:
-        victims = [(obj['metadata'].get('namespace'), obj['metadata']['name'])
+        victims = [(obj["metadata"].get("namespace"), obj["metadata"]["name"])
                    for obj in self.iter_stored(resource, namespace, labels, fields)]
         return [self.delete(resource, ns, name, options, dry_run=dry_run) for ns, name in victims]
 
     # Internals.
 
     def _check_type(self, resource: ApiResource, body: Mapping[str, Any]) -> None:
-        kind, api_version = body.get('kind'), str(body.get('apiVersion') or '')
+        kind, api_version = body.get("kind"), str(body.get("apiVersion") or "")
         if kind and kind != resource.kind:
-            raise errors.bad_request(f'the kind {kind!r} does not match the resource {resource}')
+            raise errors.bad_request(f"the kind {kind!r} does not match the resource {resource}")
         other_version = api_version and api_version != resource.api_version
         if other_version and not self.registry.by_kind(api_version, resource.kind):
-            raise errors.bad_request(f'the apiVersion {api_version!r} does not match the resource {resource}')
+            raise errors.bad_request(f"the apiVersion {api_version!r} does not match the resource {resource}")
 
     def _ensure_namespace(self, namespace: str, *, dry_run: bool) -> None:
         namespaces = self._resource(_NAMESPACES)
@@ -343,26 +344,26 @@ class ObjectStore:
         if not self.auto_create_namespaces:
             raise errors.not_found(namespaces, namespace)
         if not dry_run:
-            self.create(namespaces, None, {'metadata': {'name': namespace}})
+            self.create(namespaces, None, {"metadata": {"name": namespace}})
 
     def _commit(self, resource: ApiResource, key: ObjectKey, old: Object | None, new: Object, *,
                 deleting: bool = False) -> Object:
-        meta = new['metadata']
+        meta = new["metadata"]
         # Removing the last finalizer of an object being deleted deletes it in the same write.
-        finalized = not deleting and bool(meta.get('deletionTimestamp')) and not meta.get('finalizers')
+        finalized = not deleting and bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
         deleting = deleting or finalized
         rv = self.events.next_rv()
         new = copy.deepcopy(new) if new is old else new
-        new['metadata']['resourceVersion'] = str(rv)
+        new["metadata"]["resourceVersion"] = str(rv)
         bucket = self._objects.setdefault(resource.storage, {})
         if deleting:
             bucket.pop(key, None)
-            self._uids.pop(meta['uid'], None)
-            event_type = 'DELETED'
+            self._uids.pop(meta["uid"], None)
+            event_type = "DELETED"
         else:
             bucket[key] = new
-            self._uids[meta['uid']] = (resource.storage, key)
-            event_type = 'ADDED' if old is None else 'MODIFIED'
+            self._uids[meta["uid"]] = (resource.storage, key)
+            event_type = "ADDED" if old is None else "MODIFIED"
         if resource.storage == _CRDS:
             self._sync_crd(new, removed=deleting)
         self.events.publish(StoreEvent(event_type, resource.storage, key[0], new, old, rv))
@@ -371,13 +372,13 @@ class ObjectStore:
         return self.render(resource, new)
 
     def _after_delete(self, resource: ApiResource, obj: Object, *, orphan: bool) -> None:
-        uid = obj['metadata']['uid']
+        uid = obj["metadata"]["uid"]
         if resource.storage == _NAMESPACES:
-            self._empty_namespace(obj['metadata']['name'])
+            self._empty_namespace(obj["metadata"]["name"])
         self._schedule(lambda: self._collect_dependents(uid, orphan=orphan))
 
     def _sync_crd(self, crd: Object, *, removed: bool) -> None:
-        crd_name = crd['metadata']['name']
+        crd_name = crd["metadata"]["name"]
         old_storages = {res.storage for res in self.registry if res.crd_name == crd_name}
         if removed:
             self.registry.remove_crd(crd_name)
@@ -390,8 +391,8 @@ class ObjectStore:
     def _force_remove(self, storage: StorageKey, namespace: str | None, name: str) -> None:
         obj = self._objects.get(storage, {}).pop((namespace, name), None)
         if obj is not None:
-            self._uids.pop(obj['metadata']['uid'], None)
-            self.events.publish(StoreEvent('DELETED', storage, namespace, obj, obj, self.events.next_rv()))
+            self._uids.pop(obj["metadata"]["uid"], None)
+            self.events.publish(StoreEvent("DELETED", storage, namespace, obj, obj, self.events.next_rv()))
 
     def _empty_namespace(self, namespace: str) -> None:
         for storage, bucket in list(self._objects.items()):
@@ -407,15 +408,15 @@ class ObjectStore:
             if resource is None:
                 continue
             for key, obj in list(bucket.items()):
-                refs = obj['metadata'].get('ownerReferences') or []
-                if not any(ref.get('uid') == owner_uid for ref in refs):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if not any(ref.get("uid") == owner_uid for ref in refs):
                     continue
-                remaining = [ref for ref in refs if ref.get('uid') != owner_uid and ref.get('uid') in self._uids]
+                remaining = [ref for ref in refs if ref.get("uid") != owner_uid and ref.get("uid") in self._uids]
                 if remaining or orphan:
                     new = copy.deepcopy(obj)
-                    new['metadata']['ownerReferences'] = [ref for ref in refs if ref.get('uid') != owner_uid]
-                    if not new['metadata']['ownerReferences']:
-                        del new['metadata']['ownerReferences']
+                    new["metadata"]["ownerReferences"] = [ref for ref in refs if ref.get("uid") != owner_uid]
+                    if not new["metadata"]["ownerReferences"]:
+                        del new["metadata"]["ownerReferences"]
                     self._commit(resource, key, obj, new)
                 elif key in bucket:
                     self.delete(resource, key[0], key[1])

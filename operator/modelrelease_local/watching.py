@@ -3,6 +3,8 @@ Change notification for the object store: the resourceVersion counter, a bounded
 changes (so that watches can resume from a resourceVersion, or get "410 Gone" when it is too old),
 and live subscriptions that turn store changes into watch events for one filtered view.
 """
+from __future__ import annotations
+
 import asyncio
 import collections
 import dataclasses
@@ -12,7 +14,7 @@ from typing import Any
 from modelrelease_local import errors
 from modelrelease_local.resources import StorageKey
 
-__all__ = ['EventLog', 'StoreEvent', 'Watcher']
+__all__ = ["EventLog", "StoreEvent", "Watcher"]
 
 Object = dict[str, Any]
 
@@ -74,11 +76,11 @@ class EventLog:
 
     def replay(self, since: int, subscription: _Subscription) -> list[StoreEvent]:
         if since < self._compacted_rv:
-            raise errors.gone(f'too old resource version: {since} ({self._compacted_rv + 1})')
+            raise errors.gone(f"too old resource version: {since} ({self._compacted_rv + 1})")
         if since > self._rv:
             # A version from the future comes from a previous incarnation of the server (e.g. a restarted
             # process): make the client re-list instead of silently missing what exists now.
-            raise errors.gone(f'unknown resource version: {since} (the latest is {self._rv})')
+            raise errors.gone(f"unknown resource version: {since} (the latest is {self._rv})")
         return [event for event in self._log if event.rv > since and subscription.accepts(event)]
 
     def close_all(self) -> None:
@@ -111,7 +113,7 @@ class Watcher:
         self._pending: collections.deque[tuple[str, Object]] = collections.deque()
         try:
             if initial is not None:
-                self._pending.extend(('ADDED', obj) for obj in initial)
+                self._pending.extend(("ADDED", obj) for obj in initial)
             if since is not None:
                 for event in log.replay(since, self._subscription):
                     self._add_translated(event)
@@ -119,20 +121,20 @@ class Watcher:
             self.close()
             raise
         if initial_bookmark is not None:
-            self._pending.append(('BOOKMARK', initial_bookmark))
+            self._pending.append(("BOOKMARK", initial_bookmark))
 
     def _add_translated(self, event: StoreEvent) -> None:
         # A filtered watch sees objects entering and leaving its view as additions and deletions.
-        if event.type == 'MODIFIED':
+        if event.type == "MODIFIED":
             now = self._matches(event.object)
             before = event.old is not None and self._matches(event.old)
-            kind = 'MODIFIED' if now and before else 'ADDED' if now else 'DELETED' if before else None
+            kind = "MODIFIED" if now and before else "ADDED" if now else "DELETED" if before else None
         else:
             kind = event.type if self._matches(event.object) else None
         if kind is not None:
             self._pending.append((kind, event.object))
 
-    def __aiter__(self) -> 'Watcher':
+    def __aiter__(self) -> Watcher:
         return self
 
     async def __anext__(self) -> tuple[str, Object]:
@@ -142,7 +144,7 @@ class Watcher:
                 raise StopAsyncIteration
             self._add_translated(event)
         kind, obj = self._pending.popleft()
-        return kind, (obj if kind == 'BOOKMARK' else self._render(obj))
+        return kind, (obj if kind == "BOOKMARK" else self._render(obj))
 
     def close(self) -> None:
         self._log.unsubscribe(self._subscription)
