@@ -5,6 +5,9 @@ Only what the operator and its tests can observe is emulated: Job selectors and 
 Deployment defaults, Pod/Namespace initial statuses, CRD acceptance conditions, and the validation
 that a real cluster would reject (so that mistakes surface locally, not on the first real cluster).
 """
+
+from __future__ import annotations
+
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,15 +15,15 @@ from typing import Any
 from modelrelease_local import errors
 from modelrelease_local.resources import ApiResource
 
-__all__ = ['admit_create', 'admit_update', 'validate_name']
+__all__ = ["admit_create", "admit_update", "validate_name"]
 
 Object = dict[str, Any]
 
-_SUBDOMAIN = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
-_LABEL_NAME = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kinds whose names must be DNS labels (no dots), as in the real validation.
-_DNS_LABEL_KINDS = {('', 'namespaces'), ('', 'services')}
-_WORKLOADS = {('', 'pods'), ('apps', 'deployments'), ('batch', 'jobs')}
+_DNS_LABEL_KINDS = {("", "namespaces"), ("", "services")}
+_WORKLOADS = {("", "pods"), ("apps", "deployments"), ("batch", "jobs")}
 
 
 def validate_name(resource: ApiResource, name: str) -> None:
@@ -28,113 +31,113 @@ def validate_name(resource: ApiResource, name: str) -> None:
     limit = 63 if resource.storage in _DNS_LABEL_KINDS else 253
     if not name or len(name) > limit or not pattern.match(name):
         raise errors.invalid(resource, name, f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123'
-                             f' name of at most {limit} characters is required')
+                             f" name of at most {limit} characters is required")
 
 
 def _pod_spec(resource: ApiResource, obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    if resource.storage == ('', 'pods'):
-        return obj.get('spec') or {}
-    return ((obj.get('spec') or {}).get('template') or {}).get('spec') or {}
+    if resource.storage == ("", "pods"):
+        return obj.get("spec") or {}
+    return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
 
 
 def _validate_pod_spec(resource: ApiResource, obj: Object) -> None:
-    name = obj['metadata']['name']
-    containers = _pod_spec(resource, obj).get('containers') or []
+    name = obj["metadata"]["name"]
+    containers = _pod_spec(resource, obj).get("containers") or []
     if not containers:
-        raise errors.invalid(resource, name, 'spec.containers: Required value')
+        raise errors.invalid(resource, name, "spec.containers: Required value")
     for container in containers:
-        if not container.get('name') or not container.get('image'):
-            raise errors.invalid(resource, name, 'spec.containers: name and image are required')
+        if not container.get("name") or not container.get("image"):
+            raise errors.invalid(resource, name, "spec.containers: name and image are required")
 
 
 def _job_on_create(resource: ApiResource, obj: Object) -> None:
-    spec = obj.setdefault('spec', {})
-    name, uid = obj['metadata']['name'], obj['metadata']['uid']
-    restart_policy = (_pod_spec(resource, obj)).get('restartPolicy')
-    if restart_policy not in ('Never', 'OnFailure'):
-        raise errors.invalid(resource, name, f'spec.template.spec.restartPolicy: Unsupported value:'
+    spec = obj.setdefault("spec", {})
+    name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+    restart_policy = (_pod_spec(resource, obj)).get("restartPolicy")
+    if restart_policy not in ("Never", "OnFailure"):
+        raise errors.invalid(resource, name, f"spec.template.spec.restartPolicy: Unsupported value:"
                              f' "{restart_policy}": supported values: "OnFailure", "Never"')
-    spec.setdefault('completions', 1)
-    spec.setdefault('parallelism', 1)
-    spec.setdefault('backoffLimit', 6)
-    spec.setdefault('completionMode', 'NonIndexed')
-    spec.setdefault('suspend', False)
+    spec.setdefault("completions", 1)
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
     controller_labels = {
-        'batch.kubernetes.io/controller-uid': uid, 'batch.kubernetes.io/job-name': name,
-        'controller-uid': uid, 'job-name': name,
+        "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid, "job-name": name,
     }
-    template_meta = spec.setdefault('template', {}).setdefault('metadata', {})
-    template_meta['labels'] = {**(template_meta.get('labels') or {}), **controller_labels}
-    spec.setdefault('selector', {'matchLabels': {'batch.kubernetes.io/controller-uid': uid}})
-    if not obj['metadata'].get('labels'):
-        obj['metadata']['labels'] = dict(template_meta['labels'])
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta["labels"] = {**(template_meta.get("labels") or {}), **controller_labels}
+    spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+    if not obj["metadata"].get("labels"):
+        obj["metadata"]["labels"] = dict(template_meta["labels"])
 
 
 def _deployment_on_create(resource: ApiResource, obj: Object) -> None:
-    spec = obj.setdefault('spec', {})
-    name = obj['metadata']['name']
-    spec.setdefault('replicas', 1)
-    spec.setdefault('revisionHistoryLimit', 10)
-    spec.setdefault('progressDeadlineSeconds', 600)
-    spec.setdefault('strategy', {'type': 'RollingUpdate',
-                                 'rollingUpdate': {'maxSurge': '25%', 'maxUnavailable': '25%'}})
-    selector = (spec.get('selector') or {}).get('matchLabels')
-    labels = ((spec.get('template') or {}).get('metadata') or {}).get('labels') or {}
+    spec = obj.setdefault("spec", {})
+    name = obj["metadata"]["name"]
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    spec.setdefault("strategy", {"type": "RollingUpdate",
+                                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+    selector = (spec.get("selector") or {}).get("matchLabels")
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     if not selector:
-        raise errors.invalid(resource, name, 'spec.selector: Required value')
+        raise errors.invalid(resource, name, "spec.selector: Required value")
     if any(labels.get(key) != value for key, value in selector.items()):
-        raise errors.invalid(resource, name, 'spec.template.metadata.labels: Invalid value:'
-                             ' `selector` does not match template `labels`')
+        raise errors.invalid(resource, name, "spec.template.metadata.labels: Invalid value:"
+                             " `selector` does not match template `labels`")
 
 
 def _pod_on_create(resource: ApiResource, obj: Object) -> None:
-    obj.setdefault('spec', {}).setdefault('restartPolicy', 'Always')
-    obj['status'] = {'phase': 'Pending', 'qosClass': 'BestEffort'}
+    obj.setdefault("spec", {}).setdefault("restartPolicy", "Always")
+    obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
 
 
 def _namespace_on_create(resource: ApiResource, obj: Object) -> None:
-    obj['status'] = {'phase': 'Active'}
+    obj["status"] = {"phase": "Active"}
 
 
 def _crd_on_create_or_update(resource: ApiResource, obj: Object) -> None:
-    spec = obj.get('spec') or {}
-    names = spec.get('names') or {}
-    name = obj['metadata']['name']
+    spec = obj.get("spec") or {}
+    names = spec.get("names") or {}
+    name = obj["metadata"]["name"]
     problems = [
         field for field, value in [
-            ('spec.group', spec.get('group')), ('spec.names.plural', names.get('plural')),
-            ('spec.names.kind', names.get('kind')), ('spec.versions', spec.get('versions')),
+            ("spec.group", spec.get("group")), ("spec.names.plural", names.get("plural")),
+            ("spec.names.kind", names.get("kind")), ("spec.versions", spec.get("versions")),
         ] if not value
     ]
     if problems:
-        raise errors.invalid(resource, name, f'{", ".join(problems)}: Required value')
+        raise errors.invalid(resource, name, f"{', '.join(problems)}: Required value")
     if name != f"{names['plural']}.{spec['group']}":
         raise errors.invalid(resource, name, 'metadata.name: Invalid value: must be spec.names.plural+"."+spec.group')
-    if sum(1 for version in spec['versions'] if version.get('storage')) != 1:
-        raise errors.invalid(resource, name, 'spec.versions: Invalid value: exactly one version must be storage')
+    if sum(1 for version in spec["versions"] if version.get("storage")) != 1:
+        raise errors.invalid(resource, name, "spec.versions: Invalid value: exactly one version must be storage")
     accepted = {key: value for key, value in names.items()}
-    accepted.setdefault('singular', names['kind'].lower())
-    accepted.setdefault('listKind', f"{names['kind']}List")
+    accepted.setdefault("singular", names["kind"].lower())
+    accepted.setdefault("listKind", f"{names['kind']}List")
     conditions = [
-        {'type': kind, 'status': 'True', 'reason': reason, 'message': message, 'lastTransitionTime': None}
+        {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": None}
         for kind, reason, message in [
-            ('NamesAccepted', 'NoConflicts', 'no conflicts found'),
-            ('Established', 'InitialNamesAccepted', 'the initial names have been accepted'),
+            ("NamesAccepted", "NoConflicts", "no conflicts found"),
+            ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
         ]
     ]
-    obj['status'] = {
-        'acceptedNames': accepted,
-        'conditions': conditions,
-        'storedVersions': [version['name'] for version in spec['versions'] if version.get('storage')],
+    obj["status"] = {
+        "acceptedNames": accepted,
+        "conditions": conditions,
+        "storedVersions": [version["name"] for version in spec["versions"] if version.get("storage")],
     }
 
 
 _ON_CREATE: dict[tuple[str, str], Callable[[ApiResource, Object], None]] = {
-    ('batch', 'jobs'): _job_on_create,
-    ('apps', 'deployments'): _deployment_on_create,
-    ('', 'pods'): _pod_on_create,
-    ('', 'namespaces'): _namespace_on_create,
-    ('apiextensions.k8s.io', 'customresourcedefinitions'): _crd_on_create_or_update,
+    ("batch", "jobs"): _job_on_create,
+    ("apps", "deployments"): _deployment_on_create,
+    ("", "pods"): _pod_on_create,
+    ("", "namespaces"): _namespace_on_create,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _crd_on_create_or_update,
 }
 
 
@@ -150,20 +153,20 @@ def admit_create(resource: ApiResource, obj: Object, now: str) -> None:
 
 def admit_update(resource: ApiResource, old: Mapping[str, Any], new: Object, now: str) -> None:
     """Validate an updated object in place; the immutable metadata is already restored."""
-    name = new['metadata']['name']
-    if resource.storage in _WORKLOADS and new.get('spec') != old.get('spec'):
+    name = new["metadata"]["name"]
+    if resource.storage in _WORKLOADS and new.get("spec") != old.get("spec"):
         _validate_pod_spec(resource, new)
-    if resource.storage == ('batch', 'jobs'):
-        old_selector = (old.get('spec') or {}).get('selector')
-        if (new.get('spec') or {}).get('selector') != old_selector:
-            raise errors.forbidden_change(resource, name, 'spec.selector: field is immutable')
-    is_crd = resource.storage == ('apiextensions.k8s.io', 'customresourcedefinitions')
-    if is_crd and new.get('spec') != old.get('spec'):
+    if resource.storage == ("batch", "jobs"):
+        old_selector = (old.get("spec") or {}).get("selector")
+        if (new.get("spec") or {}).get("selector") != old_selector:
+            raise errors.forbidden_change(resource, name, "spec.selector: field is immutable")
+    is_crd = resource.storage == ("apiextensions.k8s.io", "customresourcedefinitions")
+    if is_crd and new.get("spec") != old.get("spec"):
         _crd_on_create_or_update(resource, new)  # re-validate and re-accept the names
     _stamp_condition_times(new, now)
 
 
 def _stamp_condition_times(obj: Object, now: str) -> None:
-    for condition in (obj.get('status') or {}).get('conditions') or []:
-        if isinstance(condition, dict) and condition.get('lastTransitionTime', '') is None:
-            condition['lastTransitionTime'] = now
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("lastTransitionTime", "") is None:
+            condition["lastTransitionTime"] = now

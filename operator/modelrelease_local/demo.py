@@ -13,6 +13,9 @@ the annotations that the local runner turns into the reference server's fault in
 check fails and the operator rolls back. The same annotations work in any ModelRelease applied
 to ``modelrelease local up``.
 """
+
+from __future__ import annotations
+
 import contextlib
 import copy
 import dataclasses
@@ -31,10 +34,10 @@ from modelrelease_local.runner import FAULT_SELECTOR
 from modelrelease_local.stack import LocalStack, StackSettings
 from modelrelease_local.view import LiveView, render
 
-__all__ = ['DEMO_RELEASE', 'DemoResult', 'load_release', 'prepare_release', 'run_demo']
+__all__ = ["DEMO_RELEASE", "DemoResult", "load_release", "prepare_release", "run_demo"]
 
-DEMO_RELEASE = pathlib.Path(__file__).resolve().parents[3] / 'examples' / 'digits-demo.yaml'
-TERMINAL = ('Released', 'RolledBack', 'Failed')
+DEMO_RELEASE = pathlib.Path(__file__).resolve().parents[3] / "examples" / "digits-demo.yaml"
+TERMINAL = ("Released", "RolledBack", "Failed")
 DEFAULT_TIMEOUT = 600.0
 
 
@@ -52,39 +55,39 @@ class DemoResult:
 
 
 def load_release(path: pathlib.Path | None = None) -> dict[str, Any]:
-    candidates = [path] if path is not None else [DEMO_RELEASE, pathlib.Path('examples/digits-demo.yaml')]
+    candidates = [path] if path is not None else [DEMO_RELEASE, pathlib.Path("examples/digits-demo.yaml")]
     for candidate in candidates:
         if candidate is not None and candidate.is_file():
             manifest: dict[str, Any] = yaml.safe_load(candidate.read_text())
             return manifest
-    raise FileNotFoundError(f'no ModelRelease file at {", ".join(str(c) for c in candidates)}')
+    raise FileNotFoundError(f"no ModelRelease file at {', '.join(str(c) for c in candidates)}")
 
 
 def prepare_release(manifest: Mapping[str, Any], prometheus_url: str, *, rollback: bool = False,
                     error_rate: float = 0.5) -> dict[str, Any]:
     """The manifest with the local Prometheus, and for a rollback a faulty last-stage canary."""
     prepared = copy.deepcopy(dict(manifest))
-    spec = prepared.setdefault('spec', {})
-    spec.setdefault('analysis', {}).setdefault('prometheus', {})['url'] = prometheus_url
+    spec = prepared.setdefault("spec", {})
+    spec.setdefault("analysis", {}).setdefault("prometheus", {})["url"] = prometheus_url
     if rollback:
-        last_stage = spec['stages'][-1]['name']
-        template = spec.setdefault('serving', {}).setdefault('template', {}) or {}
-        spec['serving']['template'] = template
-        annotations = template.setdefault('metadata', {}).setdefault('annotations', {})
-        annotations['local.modelrelease.io/inject-error-rate'] = str(error_rate)
-        annotations[FAULT_SELECTOR] = f'track=canary,stage={last_stage}'
+        last_stage = spec["stages"][-1]["name"]
+        template = spec.setdefault("serving", {}).setdefault("template", {}) or {}
+        spec["serving"]["template"] = template
+        annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations["local.modelrelease.io/inject-error-rate"] = str(error_rate)
+        annotations[FAULT_SELECTOR] = f"track=canary,stage={last_stage}"
     return prepared
 
 
 def _fresh_state(state_dir: pathlib.Path) -> None:
     """A demo starts clean: no models, logs or metrics of an earlier run (only our own folders go)."""
-    for part in ('artifacts', 'prometheus', 'logs'):
+    for part in ("artifacts", "prometheus", "logs"):
         shutil.rmtree(state_dir / part, ignore_errors=True)
 
 
 def default_report_dir(name: str, rollback: bool) -> pathlib.Path:
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    return pathlib.Path('reports') / f"{stamp}-{name}{'-rollback' if rollback else ''}"
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("reports") / f"{stamp}-{name}{'-rollback' if rollback else ''}"
 
 
 def _ready_per_track(stack: LocalStack, namespace: str, name: str) -> dict[str, int]:
@@ -99,10 +102,10 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
              report_dir: pathlib.Path | None = None, console: Console | None = None, live: bool = True,
              timeout: float = DEFAULT_TIMEOUT) -> DemoResult:
     """Run one release to its end on a fresh local stack; see the module's documentation."""
-    settings = settings or StackSettings(state_dir=pathlib.Path('.modelrelease-local') / 'demo')
+    settings = settings or StackSettings(state_dir=pathlib.Path(".modelrelease-local") / "demo")
     console = console or Console()
-    meta = manifest.get('metadata') or {}
-    namespace, name = meta.get('namespace') or 'default', meta['name']
+    meta = manifest.get("metadata") or {}
+    namespace, name = meta.get("namespace") or "default", meta["name"]
     report_dir = report_dir or default_report_dir(name, rollback)
     _fresh_state(settings.state_dir)
     with LocalStack(settings) as stack:
@@ -115,7 +118,7 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
             with view:
                 while True:
                     release = recorder.latest
-                    phase = ((release or {}).get('status') or {}).get('phase')
+                    phase = ((release or {}).get("status") or {}).get("phase")
                     if isinstance(view, LiveView):
                         view.update(release, elapsed=time.monotonic() - started, progress=stack.executor.progress(),
                                     traffic=stack.traffic.stats if stack.traffic else None,
@@ -123,17 +126,17 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
                     if phase in TERMINAL or time.monotonic() - started > timeout:
                         break
                     if not stack.operator_alive() and stack.settings.operator:
-                        console.print(f'[red]The operator exited; see {stack.operator_log}[/red]')
+                        console.print(f"[red]The operator exited; see {stack.operator_log}[/red]")
                         break
                     time.sleep(0.5)
         finally:
             recorder.stop()
         elapsed = time.monotonic() - started
-        release = dict(recorder.latest or {'metadata': {'name': name}})
+        release = dict(recorder.latest or {"metadata": {"name": name}})
         files = write_report(report_dir, release, recorder.samples)
     if not live:
         console.print(render(release, elapsed=elapsed))
     console.print(summary_table(release, elapsed))
-    console.print(f'Report: {report_dir}/ (chart.png, modelrelease.yaml, timeline.json)')
-    phase = (release.get('status') or {}).get('phase') or 'Pending'
-    return DemoResult(phase, 'RolledBack' if rollback else 'Released', release, files, elapsed)
+    console.print(f"Report: {report_dir}/ (chart.png, modelrelease.yaml, timeline.json)")
+    phase = (release.get("status") or {}).get("phase") or "Pending"
+    return DemoResult(phase, "RolledBack" if rollback else "Released", release, files, elapsed)

@@ -12,6 +12,9 @@ termination message is written to a private file and read back when the process 
 paths turned back into container paths: the operator records ``artifactPath`` from it and later
 hands it to a Deployment as MODEL_PATH, which the local runner maps to this machine again.
 """
+
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import dataclasses
@@ -30,18 +33,18 @@ from typing import Any
 from modelrelease_local.outcomes import JobOutcome
 from modelrelease_local.volumes import PathMap, pod_path_map
 
-__all__ = ['ProcessJobExecutor', 'TrainingProgress', 'process_environment', 'run_command']
+__all__ = ["ProcessJobExecutor", "TrainingProgress", "process_environment", "run_command"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TERMINATION_PATH = '/dev/termination-log'
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 MESSAGE_LIMIT = 4096  # bytes of a container's termination message, as the kubelet keeps
 LOG_FALLBACK_LINES = 80  # FallbackToLogsOnError: the kubelet's tail of the log
 # What a process needs from this machine to run at all (a container brings its own).
-INHERITED_ENV = ('PATH', 'LANG', 'LC_ALL', 'LC_CTYPE', 'PYTHONPATH', 'VIRTUAL_ENV', 'SYSTEMROOT')
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT")
 POLL_INTERVAL = 0.1
-_PYTHON = re.compile(r'python(\d+(\.\d+)?)?')
-_EPOCH = re.compile(r'^Epoch (\d+)/(\d+)\s*$')
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+_EPOCH = re.compile(r"^Epoch (\d+)/(\d+)\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +60,10 @@ class TrainingProgress:
 
 def run_command(container: Mapping[str, Any], python: str) -> list[str]:
     """The local command line for a trainer-image container, before path rewriting."""
-    command = list(container.get('command') or [])
-    args = [str(arg) for arg in container.get('args') or []]
+    command = list(container.get("command") or [])
+    args = [str(arg) for arg in container.get("args") or []]
     if not command:
-        return [python, '-m', 'modelrelease_trainer', *args]
+        return [python, "-m", "modelrelease_trainer", *args]
     if _PYTHON.fullmatch(os.path.basename(command[0])):
         return [python, *command[1:], *args]
     return [*command, *args]
@@ -80,13 +83,13 @@ def process_environment(container: Mapping[str, Any], paths: PathMap,
     """The container's env (values with container paths rewritten) over the few variables the process
     needs from this machine. ``valueFrom`` is not resolved locally: such variables are left out."""
     env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-    env['PYTHONUNBUFFERED'] = '1'  # the log streams as the process writes it
+    env["PYTHONUNBUFFERED"] = "1"  # the log streams as the process writes it
     env.update(extra or {})
-    for variable in container.get('env') or []:
-        if 'value' in variable and variable['value'] is not None:
-            env[variable['name']] = paths.to_local(str(variable['value']))
-        elif variable.get('valueFrom'):
-            logger.warning('env %s uses valueFrom, which the local executor does not resolve', variable['name'])
+    for variable in container.get("env") or []:
+        if "value" in variable and variable["value"] is not None:
+            env[variable["name"]] = paths.to_local(str(variable["value"]))
+        elif variable.get("valueFrom"):
+            logger.warning("env %s uses valueFrom, which the local executor does not resolve", variable["name"])
     return env
 
 
@@ -104,23 +107,23 @@ def exit_code_of(returncode: int) -> int:
 
 
 def _trainer_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    containers = (pod.get('spec') or {}).get('containers') or []
+    containers = (pod.get("spec") or {}).get("containers") or []
     if not containers:
-        raise ValueError('the pod has no containers')
-    return next((c for c in containers if c.get('name') == 'trainer'), containers[0])
+        raise ValueError("the pod has no containers")
+    return next((c for c in containers if c.get("name") == "trainer"), containers[0])
 
 
 def _truncate(message: str) -> str:
     data = message.encode()
     if len(data) <= MESSAGE_LIMIT:
         return message
-    return data[-MESSAGE_LIMIT:].decode(errors='ignore')
+    return data[-MESSAGE_LIMIT:].decode(errors="ignore")
 
 
 def _log_tail(path: pathlib.Path, lines: int = LOG_FALLBACK_LINES) -> str:
     with contextlib.suppress(OSError):
-        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
-    return ''
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
 
 
 class ProcessJobExecutor:
@@ -131,36 +134,36 @@ class ProcessJobExecutor:
         self.artifact_root = pathlib.Path(artifact_root).resolve()
         self.python = python
         self.extra_env = dict(extra_env or {})
-        self.log_dir = self.artifact_root / 'logs'
+        self.log_dir = self.artifact_root / "logs"
         self._running: dict[tuple[str, str], pathlib.Path] = {}  # (namespace, job) -> log file
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
 
     def log_path(self, pod: Mapping[str, Any]) -> pathlib.Path:
-        meta = pod.get('metadata') or {}
+        meta = pod.get("metadata") or {}
         return self.log_dir / f"{meta.get('namespace') or 'default'}_{meta.get('name') or 'pod'}.log"
 
     async def start(self, job: Mapping[str, Any], pod: Mapping[str, Any]) -> JobOutcome:
         container = _trainer_container(pod)
-        meta = job.get('metadata') or {}
-        key = (meta.get('namespace') or '', meta.get('name') or '')
+        meta = job.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
         scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{pod['metadata'].get('name', 'pod')}-"))
         try:
-            paths = pod_path_map(pod.get('spec') or {}, container, self.artifact_root, scratch)
-            termination_file = scratch / 'termination-log'
-            termination_path = container.get('terminationMessagePath') or DEFAULT_TERMINATION_PATH
+            paths = pod_path_map(pod.get("spec") or {}, container, self.artifact_root, scratch)
+            termination_file = scratch / "termination-log"
+            termination_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
             command = local_command(container, self.python, lambda arg: str(termination_file)
                                     if arg == termination_path else paths.to_local(arg))
-            env = process_environment(container, paths, {**self.extra_env, 'TERMINATION_LOG': str(termination_file)})
-            if shutil.which(command[0], path=env.get('PATH')) is None and not os.path.exists(command[0]):
-                return JobOutcome.failed(127, f'{command[0]}: command not found on this machine (local executor)')
+            env = process_environment(container, paths, {**self.extra_env, "TERMINATION_LOG": str(termination_file)})
+            if shutil.which(command[0], path=env.get("PATH")) is None and not os.path.exists(command[0]):
+                return JobOutcome.failed(127, f"{command[0]}: command not found on this machine (local executor)")
             log_file = self.log_path(pod)
             self._running[key] = log_file
             try:
                 returncode = await self._run(command, env, scratch, log_file)
             finally:
                 self._running.pop(key, None)
-            text = termination_file.read_text(errors='replace').strip() if termination_file.exists() else ''
-            if not text and returncode != 0 and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError':
+            text = termination_file.read_text(errors="replace").strip() if termination_file.exists() else ""
+            if not text and returncode != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
                 text = _log_tail(log_file).strip()
             message = _truncate(paths.message_to_cluster(text)) if text else None
             if returncode == 0:
@@ -172,8 +175,8 @@ class ProcessJobExecutor:
     async def _run(self, command: list[str], env: dict[str, str], cwd: pathlib.Path,
                    log_file: pathlib.Path) -> int:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open('ab') as log:
-            logger.info('Starting %s (log: %s)', ' '.join(command), log_file)
+        with log_file.open("ab") as log:
+            logger.info("Starting %s (log: %s)", " ".join(command), log_file)
             # Its own session: Ctrl-C in the terminal reaches us, not the trainer, and a kill of the
             # group takes whatever the trainer started.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -191,7 +194,7 @@ class ProcessJobExecutor:
         """The epoch each running trainer has reached, from its log."""
         found = []
         for (namespace, job), log_file in list(self._running.items()):
-            epoch, epochs, last = 0, 0, ''
+            epoch, epochs, last = 0, 0, ""
             for line in _log_tail(log_file, 200).splitlines():
                 match = _EPOCH.match(line.strip())
                 if match:

@@ -11,6 +11,9 @@ Cancellation is the stop signal: when a Job is deleted or exceeds its deadline, 
 ``start()`` is cancelled (a process-based executor must kill its process then); when a Deployment
 changes or is deleted, its pending ``rollout()`` is cancelled.
 """
+
+from __future__ import annotations
+
 import asyncio
 import dataclasses
 import threading
@@ -18,11 +21,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 __all__ = [
-    'DeploymentRunner', 'JobExecutor', 'JobOutcome', 'RolloutOutcome', 'ScriptedExecutor', 'ScriptedRollout',
+    "DeploymentRunner", "JobExecutor", "JobOutcome", "RolloutOutcome", "ScriptedExecutor", "ScriptedRollout",
 ]
 
 Object = dict[str, Any]
-OutcomeKind = Literal['succeeded', 'failed', 'oom_killed', 'deadline_exceeded', 'run_forever']
+OutcomeKind = Literal["succeeded", "failed", "oom_killed", "deadline_exceeded", "run_forever"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,29 +37,29 @@ class JobOutcome:
     delay: float = 0.0  # seconds to stay Running before ending (scripted executor only)
 
     @classmethod
-    def succeeded(cls, message: str | None = None, *, delay: float = 0.0) -> 'JobOutcome':
-        return cls('succeeded', message, 0, delay)
+    def succeeded(cls, message: str | None = None, *, delay: float = 0.0) -> JobOutcome:
+        return cls("succeeded", message, 0, delay)
 
     @classmethod
-    def failed(cls, exit_code: int = 1, message: str | None = None, *, delay: float = 0.0) -> 'JobOutcome':
-        return cls('failed', message, exit_code, delay)
+    def failed(cls, exit_code: int = 1, message: str | None = None, *, delay: float = 0.0) -> JobOutcome:
+        return cls("failed", message, exit_code, delay)
 
     @classmethod
-    def oom_killed(cls, message: str | None = None, *, delay: float = 0.0) -> 'JobOutcome':
-        return cls('oom_killed', message, 137, delay)
+    def oom_killed(cls, message: str | None = None, *, delay: float = 0.0) -> JobOutcome:
+        return cls("oom_killed", message, 137, delay)
 
     @classmethod
-    def deadline_exceeded(cls, *, delay: float = 0.0) -> 'JobOutcome':
-        return cls('deadline_exceeded', None, 137, delay)
+    def deadline_exceeded(cls, *, delay: float = 0.0) -> JobOutcome:
+        return cls("deadline_exceeded", None, 137, delay)
 
     @classmethod
-    def run_forever(cls) -> 'JobOutcome':
-        return cls('run_forever')
+    def run_forever(cls) -> JobOutcome:
+        return cls("run_forever")
 
     @property
     def container_reason(self) -> str:
-        return {'succeeded': 'Completed', 'oom_killed': 'OOMKilled', 'deadline_exceeded': 'DeadlineExceeded'}.get(
-            self.kind, 'Error')
+        return {"succeeded": "Completed", "oom_killed": "OOMKilled", "deadline_exceeded": "DeadlineExceeded"}.get(
+            self.kind, "Error")
 
 
 class JobExecutor(Protocol):
@@ -67,7 +70,7 @@ class JobExecutor(Protocol):
 @dataclasses.dataclass(frozen=True)
 class RolloutOutcome:
     ready: bool
-    reason: str = 'NewReplicaSetAvailable'
+    reason: str = "NewReplicaSetAvailable"
     message: str | None = None
 
 
@@ -121,8 +124,8 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    meta = obj.get('metadata') or {}
-    return (meta.get('namespace') or '', meta.get('name') or '')
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
 
 
 class ScriptedExecutor:
@@ -141,7 +144,7 @@ class ScriptedExecutor:
     async def start(self, job: Mapping[str, Any], pod: Mapping[str, Any]) -> JobOutcome:
         self.started.append(_key(pod))
         outcome = self.outcome_for(job)
-        if outcome.kind == 'run_forever':
+        if outcome.kind == "run_forever":
             outcome = await self._resolutions.wait(_key(job))
         if outcome.delay:
             await asyncio.sleep(outcome.delay)
@@ -169,7 +172,7 @@ class ScriptedRollout:
         self.torn_down: list[tuple[str, str]] = []
 
     async def rollout(self, deployment: Mapping[str, Any]) -> RolloutOutcome:
-        if int((deployment.get('spec') or {}).get('replicas', 1)) == 0:
+        if int((deployment.get("spec") or {}).get("replicas", 1)) == 0:
             return RolloutOutcome(ready=True)  # nothing to bring up; holding applies to pods coming up
         if self.hold:
             outcome: RolloutOutcome = await self._resolutions.wait(_key(deployment))
@@ -184,9 +187,9 @@ class ScriptedRollout:
         """Let a held rollout of this Deployment become ready (thread-safe)."""
         self._resolutions.resolve((namespace, name), RolloutOutcome(ready=True))
 
-    def fail(self, namespace: str, name: str, message: str = 'the rollout did not progress in time') -> None:
+    def fail(self, namespace: str, name: str, message: str = "the rollout did not progress in time") -> None:
         """End a held rollout with ProgressDeadlineExceeded (thread-safe)."""
-        self._resolutions.resolve((namespace, name), RolloutOutcome(False, 'ProgressDeadlineExceeded', message))
+        self._resolutions.resolve((namespace, name), RolloutOutcome(False, "ProgressDeadlineExceeded", message))
 
     def holding(self) -> list[tuple[str, str]]:
         return self._resolutions.waiting()

@@ -11,6 +11,7 @@ The patch formats of the Kubernetes API, applied to plain JSON-like dicts.
 
 All functions return new values and never modify their arguments.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,17 +22,17 @@ import jsonpatch
 import jsonpointer
 
 __all__ = [
-    'PatchError', 'PatchFormatError', 'PatchType',
-    'apply_json_patch', 'apply_merge_patch', 'apply_patch', 'apply_strategic_merge_patch',
+    "PatchError", "PatchFormatError", "PatchType",
+    "apply_json_patch", "apply_merge_patch", "apply_patch", "apply_strategic_merge_patch",
 ]
 
 
 class PatchType:
     """The patch content types of the Kubernetes API."""
-    MERGE = 'application/merge-patch+json'
-    JSON = 'application/json-patch+json'
-    STRATEGIC = 'application/strategic-merge-patch+json'
-    APPLY = 'application/apply-patch+yaml'  # server-side apply, approximated as a merge patch
+    MERGE = "application/merge-patch+json"
+    JSON = "application/json-patch+json"
+    STRATEGIC = "application/strategic-merge-patch+json"
+    APPLY = "application/apply-patch+yaml"  # server-side apply, approximated as a merge patch
 
     ALL = frozenset({MERGE, JSON, STRATEGIC, APPLY})
 
@@ -47,7 +48,7 @@ class PatchFormatError(PatchError):
 def apply_patch(patch_type: str, target: dict[str, Any], patch: Any) -> dict[str, Any]:
     """Apply a patch of a given content type to an object; the result must be an object too."""
     if patch_type in (PatchType.MERGE, PatchType.APPLY, PatchType.STRATEGIC) and not isinstance(patch, dict):
-        raise PatchFormatError(f'a {patch_type} patch must be a JSON object')
+        raise PatchFormatError(f"a {patch_type} patch must be a JSON object")
     if patch_type in (PatchType.MERGE, PatchType.APPLY):
         result = apply_merge_patch(target, patch)
     elif patch_type == PatchType.STRATEGIC:
@@ -55,9 +56,9 @@ def apply_patch(patch_type: str, target: dict[str, Any], patch: Any) -> dict[str
     elif patch_type == PatchType.JSON:
         result = apply_json_patch(target, patch)
     else:
-        raise PatchFormatError(f'unsupported patch type: {patch_type}')
+        raise PatchFormatError(f"unsupported patch type: {patch_type}")
     if not isinstance(result, dict):
-        raise PatchFormatError('the patch does not produce an object')
+        raise PatchFormatError("the patch does not produce an object")
     return result
 
 
@@ -80,26 +81,26 @@ def apply_json_patch(target: Any, operations: Any) -> Any:
 # are known by the field names, which are unambiguous across the built-in kinds in practice.
 
 _MERGE_KEYS: dict[str, tuple[str, ...]] = {
-    'containers': ('name',),
-    'initContainers': ('name',),
-    'ephemeralContainers': ('name',),
-    'env': ('name',),
-    'volumes': ('name',),
-    'volumeMounts': ('mountPath',),
-    'volumeDevices': ('devicePath',),
-    'imagePullSecrets': ('name',),
-    'conditions': ('type',),
-    'ownerReferences': ('uid',),
-    'hostAliases': ('ip',),
-    'ports': ('containerPort', 'port'),  # containers use containerPort, services use port
-    'topologySpreadConstraints': ('topologyKey',),
-    'secrets': ('name',),
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "env": ("name",),
+    "volumes": ("name",),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "imagePullSecrets": ("name",),
+    "conditions": ("type",),
+    "ownerReferences": ("uid",),
+    "hostAliases": ("ip",),
+    "ports": ("containerPort", "port"),  # containers use containerPort, services use port
+    "topologySpreadConstraints": ("topologyKey",),
+    "secrets": ("name",),
 }
-_MERGED_PRIMITIVE_LISTS = {'finalizers'}
-_DIRECTIVE = '$patch'
-_RETAIN_KEYS = '$retainKeys'
-_ORDER_PREFIX = '$setElementOrder/'
-_DELETE_PRIMITIVES_PREFIX = '$deleteFromPrimitiveList/'
+_MERGED_PRIMITIVE_LISTS = {"finalizers"}
+_DIRECTIVE = "$patch"
+_RETAIN_KEYS = "$retainKeys"
+_ORDER_PREFIX = "$setElementOrder/"
+_DELETE_PRIMITIVES_PREFIX = "$deleteFromPrimitiveList/"
 
 
 def _strip_directives(value: Any) -> Any:
@@ -127,7 +128,7 @@ def _merge_key_for(field: str, items: list[Any]) -> str | None:
 
 
 def _merge_list(field: str, old: Any, new: list[Any]) -> list[Any]:
-    if any(_is_directive_item(item) and item[_DIRECTIVE] == 'replace' for item in new):
+    if any(_is_directive_item(item) and item[_DIRECTIVE] == "replace" for item in new):
         return _strip_directives([item for item in new if not _is_directive_item(item)])
     old_list = old if isinstance(old, list) else []
     if field in _MERGED_PRIMITIVE_LISTS:
@@ -140,7 +141,7 @@ def _merge_list(field: str, old: Any, new: list[Any]) -> list[Any]:
         if _is_directive_item(item):
             continue
         index = next((i for i, old_item in enumerate(result) if old_item.get(merge_key) == item[merge_key]), None)
-        if item.get(_DIRECTIVE) == 'delete':
+        if item.get(_DIRECTIVE) == "delete":
             if index is not None:
                 del result[index]
         elif index is None:
@@ -164,9 +165,9 @@ def apply_strategic_merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return _strip_directives(patch)
     directive = patch.get(_DIRECTIVE)
-    if directive == 'replace':
+    if directive == "replace":
         return _strip_directives(patch)
-    if directive == 'delete':
+    if directive == "delete":
         return None
     result: dict[str, Any] = copy.deepcopy(target) if isinstance(target, dict) else {}
     orders: dict[str, list[Any]] = {}

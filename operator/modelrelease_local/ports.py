@@ -1,5 +1,7 @@
 """Loopback ports for the processes the embedded default starts."""
 
+from __future__ import annotations
+
 import socket
 
 

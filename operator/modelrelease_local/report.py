@@ -11,6 +11,9 @@ and bound from ``status.analysis.checks``). :func:`write_report` then writes a r
 
 :func:`summary_table` is the same story in a rich table for the terminal.
 """
+
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -27,12 +30,12 @@ from rich.table import Table
 from modelrelease.api import InvalidSpecError, parse_spec
 from modelrelease.core.analysis import Bounds, bounds_of
 
-__all__ = ['CheckPoint', 'ReleaseRecorder', 'Sample', 'chart_png', 'summary_table', 'write_report']
+__all__ = ["CheckPoint", "ReleaseRecorder", "Sample", "chart_png", "summary_table", "write_report"]
 
 logger = logging.getLogger(__name__)
 Fetch = Callable[[], Mapping[str, Any] | None]
-_MILESTONES = ('Promoting', 'Released', 'RollingBack', 'RolledBack', 'Failed', 'Paused')
-_COLOURS = {'Pass': 'tab:green', 'Fail': 'tab:red', 'Inconclusive': 'tab:grey', 'Error': 'tab:purple'}
+_MILESTONES = ("Promoting", "Released", "RollingBack", "RolledBack", "Failed", "Paused")
+_COLOURS = {"Pass": "tab:green", "Fail": "tab:red", "Inconclusive": "tab:grey", "Error": "tab:purple"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +61,13 @@ class Sample:
 
 
 def sample_of(release: Mapping[str, Any], at: float) -> Sample:
-    status = release.get('status') or {}
-    analysis = status.get('analysis') or {}
-    checks = tuple(CheckPoint(c.get('name', ''), c.get('verdict', ''), c.get('value'), c.get('stableValue'),
-                              c.get('bound', ''), c.get('reason', '')) for c in analysis.get('checks') or [])
-    return Sample(at=round(at, 3), phase=status.get('phase') or 'Pending', stage=status.get('currentStage'),
-                  weight=int(status.get('canaryWeight') or 0), stable=(status.get('stable') or {}).get('name'),
-                  canary=(status.get('canary') or {}).get('name'), last_run_at=analysis.get('lastRunAt'),
+    status = release.get("status") or {}
+    analysis = status.get("analysis") or {}
+    checks = tuple(CheckPoint(c.get("name", ""), c.get("verdict", ""), c.get("value"), c.get("stableValue"),
+                              c.get("bound", ""), c.get("reason", "")) for c in analysis.get("checks") or [])
+    return Sample(at=round(at, 3), phase=status.get("phase") or "Pending", stage=status.get("currentStage"),
+                  weight=int(status.get("canaryWeight") or 0), stable=(status.get("stable") or {}).get("name"),
+                  canary=(status.get("canary") or {}).get("name"), last_run_at=analysis.get("lastRunAt"),
                   checks=checks)
 
 
@@ -80,9 +83,9 @@ class ReleaseRecorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> 'ReleaseRecorder':
+    def start(self) -> ReleaseRecorder:
         self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name='release-recorder', daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="release-recorder", daemon=True)
         self._thread.start()
         return self
 
@@ -97,7 +100,7 @@ class ReleaseRecorder:
         try:
             release = self.fetch()
         except Exception:
-            logger.exception('could not read the ModelRelease')
+            logger.exception("could not read the ModelRelease")
             return None
         if release is None:
             return None
@@ -114,7 +117,7 @@ class ReleaseRecorder:
 
 def _bounds(release: Mapping[str, Any]) -> dict[str, Bounds]:
     try:
-        spec = parse_spec(release.get('spec'))
+        spec = parse_spec(release.get("spec"))
     except InvalidSpecError:
         return {}
     return {check.name: bounds_of(check) for check in spec.analysis.checks}
@@ -147,7 +150,7 @@ def _boundaries(samples: Sequence[Sample]) -> list[tuple[float, str]]:
     previous: Sample | None = None
     for sample in samples:
         if sample.stage and (previous is None or sample.stage != previous.stage):
-            marks.append((sample.at, f'stage {sample.stage}'))
+            marks.append((sample.at, f"stage {sample.stage}"))
         elif previous is not None and sample.phase != previous.phase and sample.phase in _MILESTONES:
             marks.append((sample.at, sample.phase))
         previous = sample
@@ -158,41 +161,41 @@ def chart_png(release: Mapping[str, Any], samples: Sequence[Sample], path: pathl
     """Draw the weight and the checks over time into a PNG."""
     import matplotlib
 
-    matplotlib.use('Agg')  # no display: files only
+    matplotlib.use("Agg")  # no display: files only
     from matplotlib import pyplot
 
     bounds = _bounds(release)
     names = list(bounds) or sorted({c.name for s in samples for c in s.checks})
-    failure = (release.get('status') or {}).get('failure') or {}
+    failure = (release.get("status") or {}).get("failure") or {}
     figure, axes = pyplot.subplots(len(names) + 1, 1, sharex=True, figsize=(10, 2.2 * (len(names) + 1)),
                                    squeeze=False)
     columns = [row[0] for row in axes]
     times = [s.at for s in samples]
-    columns[0].step(times, [s.weight for s in samples], where='post', color='tab:blue')
-    columns[0].fill_between(times, 0, 100, where=[s.phase == 'Training' for s in samples], step='post',
-                            color='tab:orange', alpha=0.12, label='training')
+    columns[0].step(times, [s.weight for s in samples], where="post", color="tab:blue")
+    columns[0].fill_between(times, 0, 100, where=[s.phase == "Training" for s in samples], step="post",
+                            color="tab:orange", alpha=0.12, label="training")
     columns[0].set_ylim(-5, 105)
-    columns[0].set_ylabel('canary weight %')
-    columns[0].legend(loc='lower left', bbox_to_anchor=(0.0, 1.0), fontsize='x-small')
-    name = (release.get('metadata') or {}).get('name', '')
+    columns[0].set_ylabel("canary weight %")
+    columns[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize="x-small")
+    name = (release.get("metadata") or {}).get("name", "")
     columns[0].set_title(f"ModelRelease {name}: {(release.get('status') or {}).get('phase', '')}")
     runs = _runs(samples)
     for axis, check in zip(columns[1:], names, strict=True):
-        _draw_check(axis, check, bounds.get(check), runs, failing=failure.get('check') == check)
+        _draw_check(axis, check, bounds.get(check), runs, failing=failure.get("check") == check)
     for axis in columns:
         for index, (at, label) in enumerate(_boundaries(samples)):
-            axis.axvline(at, color='grey', linestyle=':', linewidth=1)
+            axis.axvline(at, color="grey", linestyle=":", linewidth=1)
             if axis is columns[0]:  # labels staggered: milestones can be a second apart
-                axis.annotate(label, (at, 100), xytext=(3, -10 - 10 * (index % 3)), textcoords='offset points',
-                              fontsize='x-small', color='dimgrey')
+                axis.annotate(label, (at, 100), xytext=(3, -10 - 10 * (index % 3)), textcoords="offset points",
+                              fontsize="x-small", color="dimgrey")
     if len(columns) > 1:
         for verdict, colour in _COLOURS.items():
             columns[1].scatter([], [], c=colour, s=18, label=verdict)
-        columns[1].legend(loc='upper left', fontsize='x-small', ncol=len(_COLOURS))
-    columns[-1].set_xlabel('seconds since the release was applied')
+        columns[1].legend(loc="upper left", fontsize="x-small", ncol=len(_COLOURS))
+    columns[-1].set_xlabel("seconds since the release was applied")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format='png', dpi=90)
+    figure.savefig(path, format="png", dpi=90)
     pyplot.close(figure)
     return path
 
@@ -202,62 +205,62 @@ def _draw_check(axis: Any, check: str, bounds: Bounds | None, runs: Sequence[Sam
     values = [(at, plotted_value(point, bounds), point.verdict) for at, point in points]
     drawn = [(at, v, verdict) for at, v, verdict in values if v is not None and math.isfinite(v)]
     if drawn:
-        axis.plot([d[0] for d in drawn], [d[1] for d in drawn], color='black', linewidth=0.8)
-        axis.scatter([d[0] for d in drawn], [d[1] for d in drawn], c=[_COLOURS.get(d[2], 'black') for d in drawn],
+        axis.plot([d[0] for d in drawn], [d[1] for d in drawn], color="black", linewidth=0.8)
+        axis.scatter([d[0] for d in drawn], [d[1] for d in drawn], c=[_COLOURS.get(d[2], "black") for d in drawn],
                      s=18, zorder=3)
     relative_only = bounds is not None and bounds.min is None and bounds.max is None
     if bounds is not None:
         limits = (bounds.min_ratio, bounds.max_ratio) if relative_only else (bounds.min, bounds.max)
         for limit in filter(lambda v: v is not None, limits):
-            axis.axhline(limit, color='tab:red', linestyle='--', linewidth=1)
-    axis.set_ylabel(f'{check}\n(canary/stable)' if relative_only else check, fontsize='small')
+            axis.axhline(limit, color="tab:red", linestyle="--", linewidth=1)
+    axis.set_ylabel(f"{check}\n(canary/stable)" if relative_only else check, fontsize="small")
     if failing:
-        axis.set_title(f'{check}: the failing check', color='tab:red', fontsize='small', loc='left')
-        failed = [(at, v) for at, v, verdict in drawn if verdict == 'Fail']
+        axis.set_title(f"{check}: the failing check", color="tab:red", fontsize="small", loc="left")
+        failed = [(at, v) for at, v, verdict in drawn if verdict == "Fail"]
         if failed:
-            axis.scatter([f[0] for f in failed], [f[1] for f in failed], marker='x', s=80, color='tab:red', zorder=4)
+            axis.scatter([f[0] for f in failed], [f[1] for f in failed], marker="x", s=80, color="tab:red", zorder=4)
 
 
 def write_report(directory: pathlib.Path, release: Mapping[str, Any],
                  samples: Sequence[Sample]) -> dict[str, pathlib.Path]:
     """Write chart.png, modelrelease.yaml and timeline.json; return their paths by name."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = {k: v for k, v in release.items() if k != 'metadata'}
-    meta = {k: v for k, v in (release.get('metadata') or {}).items() if k != 'managedFields'}
+    final = {k: v for k, v in release.items() if k != "metadata"}
+    meta = {k: v for k, v in (release.get("metadata") or {}).items() if k != "managedFields"}
     files = {
-        'chart': chart_png(release, samples, directory / 'chart.png'),
-        'release': directory / 'modelrelease.yaml',
-        'timeline': directory / 'timeline.json',
+        "chart": chart_png(release, samples, directory / "chart.png"),
+        "release": directory / "modelrelease.yaml",
+        "timeline": directory / "timeline.json",
     }
-    files['release'].write_text(yaml.safe_dump({'apiVersion': final.get('apiVersion'), 'kind': final.get('kind'),
-                                                'metadata': meta, **final}, sort_keys=False))
-    files['timeline'].write_text(json.dumps([dataclasses.asdict(s) for s in samples], indent=1))
+    files["release"].write_text(yaml.safe_dump({"apiVersion": final.get("apiVersion"), "kind": final.get("kind"),
+                                                "metadata": meta, **final}, sort_keys=False))
+    files["timeline"].write_text(json.dumps([dataclasses.asdict(s) for s in samples], indent=1))
     return files
 
 
 def summary_table(release: Mapping[str, Any], elapsed: float | None = None) -> Table:
     """The outcome in one table: phase, versions, stages, the failure and the last analysis."""
-    status = release.get('status') or {}
-    name = (release.get('metadata') or {}).get('name', '')
-    table = Table(title=f'ModelRelease {name}', show_header=False, title_justify='left')
-    table.add_column(style='bold')
+    status = release.get("status") or {}
+    name = (release.get("metadata") or {}).get("name", "")
+    table = Table(title=f"ModelRelease {name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
     table.add_column()
-    table.add_row('phase', status.get('phase', ''))
-    table.add_row('message', status.get('message', ''))
+    table.add_row("phase", status.get("phase", ""))
+    table.add_row("message", status.get("message", ""))
     if elapsed is not None:
-        table.add_row('took', f'{elapsed:.0f} s')
-    table.add_row('stable', (status.get('stable') or {}).get('name') or '-')
-    table.add_row('history', ', '.join(v.get('name', '') for v in status.get('history') or []) or '-')
-    for record in status.get('stages') or []:
-        metrics = (record.get('version') or {}).get('metrics') or {}
-        accuracy = f" accuracy {metrics['accuracy']:.3f}" if 'accuracy' in metrics else ''
-        version = (record.get('version') or {}).get('name') or ''
+        table.add_row("took", f"{elapsed:.0f} s")
+    table.add_row("stable", (status.get("stable") or {}).get("name") or "-")
+    table.add_row("history", ", ".join(v.get("name", "") for v in status.get("history") or []) or "-")
+    for record in status.get("stages") or []:
+        metrics = (record.get("version") or {}).get("metrics") or {}
+        accuracy = f" accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
+        version = (record.get("version") or {}).get("name") or ""
         table.add_row(f"stage {record.get('name')}", f"{record.get('phase')} {version}{accuracy}".strip())
-    failure = status.get('failure')
+    failure = status.get("failure")
     if failure:
-        table.add_row('failure', f"{failure.get('reason')}: {failure.get('message')}", style='red')
-    for check in (status.get('analysis') or {}).get('checks') or []:
-        value = check.get('value')
-        shown = f'{value:.4g}' if isinstance(value, int | float) else '-'
+        table.add_row("failure", f"{failure.get('reason')}: {failure.get('message')}", style="red")
+    for check in (status.get("analysis") or {}).get("checks") or []:
+        value = check.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "-"
         table.add_row(f"check {check.get('name')}", f"{check.get('verdict')} {shown} ({check.get('bound')})")
     return table

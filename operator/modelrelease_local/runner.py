@@ -19,6 +19,9 @@ the server's INJECT_ERROR_RATE and INJECT_LATENCY_MS, for the pods that match
 ``local.modelrelease.io/inject-into`` (``track=canary,stage=full``: every condition must hold;
 ``stage`` is read from the version label ``<stage>-<hash>``; absent: every pod).
 """
+
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import dataclasses
@@ -43,13 +46,13 @@ from modelrelease_local.outcomes import RolloutOutcome
 from modelrelease_local.ports import free_port, port_is_free
 from modelrelease_local.volumes import pod_path_map
 
-__all__ = ['FAULT_ANNOTATIONS', 'EndpointKey', 'ProcessDeploymentRunner', 'ServerProcess']
+__all__ = ["FAULT_ANNOTATIONS", "EndpointKey", "ProcessDeploymentRunner", "ServerProcess"]
 
 logger = logging.getLogger(__name__)
 
-FAULT_ANNOTATIONS = {'local.modelrelease.io/inject-error-rate': 'INJECT_ERROR_RATE',
-                     'local.modelrelease.io/inject-latency-ms': 'INJECT_LATENCY_MS'}
-FAULT_SELECTOR = 'local.modelrelease.io/inject-into'
+FAULT_ANNOTATIONS = {"local.modelrelease.io/inject-error-rate": "INJECT_ERROR_RATE",
+                     "local.modelrelease.io/inject-latency-ms": "INJECT_LATENCY_MS"}
+FAULT_SELECTOR = "local.modelrelease.io/inject-into"
 PROBE_INTERVAL = 0.2
 STOP_GRACE = 5.0
 DEFAULT_PROGRESS_DEADLINE = 600.0  # spec.progressDeadlineSeconds' default
@@ -61,7 +64,7 @@ class EndpointKey:
     release: str
     track: str
     version: str
-    model: str = ''  # the served model's name (MODEL_NAME): the <name> in the server's URLs
+    model: str = ""  # the served model's name (MODEL_NAME): the <name> in the server's URLs
 
 
 @dataclasses.dataclass
@@ -75,12 +78,12 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     log_file: pathlib.Path
     scratch: pathlib.Path
-    probe_path: str = '/readyz'
+    probe_path: str = "/readyz"
     ready: bool = False
     owner: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The Deployment it is a replica of: namespace, name, uid."""
     pod_template: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    started_at: str = ''
+    started_at: str = ""
 
     @property
     def alive(self) -> bool:
@@ -92,30 +95,30 @@ def template_hash(template: Mapping[str, Any]) -> str:
 
 
 def _endpoint_key(deployment: Mapping[str, Any]) -> EndpointKey:
-    meta = deployment.get('metadata') or {}
-    template_meta = ((deployment.get('spec') or {}).get('template') or {}).get('metadata') or {}
-    labels = template_meta.get('labels') or {}
-    annotations = template_meta.get('annotations') or {}
-    env = {e.get('name'): e.get('value') for c in ((deployment.get('spec') or {}).get('template') or {}).get(
-        'spec', {}).get('containers', [])[:1] for e in c.get('env') or []}
-    version = annotations.get('modelrelease.io/version-id') or env.get('MODEL_VERSION') or ''
-    return EndpointKey(meta.get('namespace') or 'default', labels.get('modelrelease.io/release') or meta['name'],
-                       labels.get('modelrelease.io/track') or env.get('RELEASE_TRACK') or 'stable', version,
-                       env.get('MODEL_NAME') or 'model')
+    meta = deployment.get("metadata") or {}
+    template_meta = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    labels = template_meta.get("labels") or {}
+    annotations = template_meta.get("annotations") or {}
+    env = {e.get("name"): e.get("value") for c in ((deployment.get("spec") or {}).get("template") or {}).get(
+        "spec", {}).get("containers", [])[:1] for e in c.get("env") or []}
+    version = annotations.get("modelrelease.io/version-id") or env.get("MODEL_VERSION") or ""
+    return EndpointKey(meta.get("namespace") or "default", labels.get("modelrelease.io/release") or meta["name"],
+                       labels.get("modelrelease.io/track") or env.get("RELEASE_TRACK") or "stable", version,
+                       env.get("MODEL_NAME") or "model")
 
 
 def fault_env(template: Mapping[str, Any]) -> dict[str, str]:
     """The INJECT_* variables this pod template's annotations ask for (see the module's docs)."""
-    meta = template.get('metadata') or {}
-    annotations, labels = meta.get('annotations') or {}, meta.get('labels') or {}
+    meta = template.get("metadata") or {}
+    annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
     wanted = {env: str(annotations[name]) for name, env in FAULT_ANNOTATIONS.items() if name in annotations}
     if not wanted:
         return {}
-    facts = {'track': labels.get('modelrelease.io/track', ''),
-             'stage': labels.get('modelrelease.io/version', '').rpartition('-')[0],
-             'version': labels.get('modelrelease.io/version', '')}
-    for condition in filter(None, (c.strip() for c in annotations.get(FAULT_SELECTOR, '').split(','))):
-        name, _, value = condition.partition('=')
+    facts = {"track": labels.get("modelrelease.io/track", ""),
+             "stage": labels.get("modelrelease.io/version", "").rpartition("-")[0],
+             "version": labels.get("modelrelease.io/version", "")}
+    for condition in filter(None, (c.strip() for c in annotations.get(FAULT_SELECTOR, "").split(","))):
+        name, _, value = condition.partition("=")
         if facts.get(name.strip()) != value.strip():
             return {}
     return wanted
@@ -129,22 +132,22 @@ def server_args(args: list[str], port: int) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ('--port', '--host'):
+        if arg in ("--port", "--host"):
             skip = True
             continue
-        if arg.startswith(('--port=', '--host=')):
+        if arg.startswith(("--port=", "--host=")):
             continue
         result.append(arg)
-    return [*result, '--port', str(port), '--host', '127.0.0.1']
+    return [*result, "--port", str(port), "--host", "127.0.0.1"]
 
 
 async def http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
     """A GET answered 200 (a readiness probe, as the kubelet's httpGet)."""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection('127.0.0.1', port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
-                writer.write(f'GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n'.encode())
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
                 status_line = await reader.readline()
             finally:
                 writer.close()
@@ -152,14 +155,14 @@ async def http_ok(port: int, path: str, timeout: float = 2.0) -> bool:
                     await writer.wait_closed()
     except (OSError, TimeoutError):
         return False
-    return status_line.split()[1:2] == [b'200']
+    return status_line.split()[1:2] == [b"200"]
 
 
 def _call_safely(callback: Callable[[], None]) -> None:
     try:
         callback()
     except Exception:
-        logger.exception('%r failed', callback)
+        logger.exception("%r failed", callback)
 
 
 class ProcessDeploymentRunner:
@@ -174,7 +177,7 @@ class ProcessDeploymentRunner:
         self.on_servers_changed: list[Callable[[], None]] = []
         """Called when a server starts, becomes ready or stops (e.g. to mirror them as Pods)."""
         self.extra_env = dict(extra_env or {})
-        self.log_dir = self.artifact_root / 'logs'
+        self.log_dir = self.artifact_root / "logs"
         self._servers: dict[tuple[str, str], list[ServerProcess]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._ports_given: set[int] = set()
@@ -210,13 +213,13 @@ class ProcessDeploymentRunner:
     # The DeploymentRunner protocol.
 
     async def rollout(self, deployment: Mapping[str, Any]) -> RolloutOutcome:
-        meta = deployment['metadata']
-        key = (meta.get('namespace') or 'default', meta['name'])
-        spec = deployment.get('spec') or {}
-        template = spec.get('template') or {}
+        meta = deployment["metadata"]
+        key = (meta.get("namespace") or "default", meta["name"])
+        spec = deployment.get("spec") or {}
+        template = spec.get("template") or {}
         wanted_hash = template_hash(template)
-        replicas = int(spec.get('replicas', 1))
-        deadline = time.monotonic() + float(spec.get('progressDeadlineSeconds') or DEFAULT_PROGRESS_DEADLINE)
+        replicas = int(spec.get("replicas", 1))
+        deadline = time.monotonic() + float(spec.get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE)
         # A newer generation cancels this rollout; the next one waits here until this one let go.
         async with self._locks.setdefault(key, asyncio.Lock()):
             servers = self._servers.setdefault(key, [])
@@ -228,20 +231,20 @@ class ProcessDeploymentRunner:
                 for _ in range(replicas - len(current)):
                     servers.append(self._start(deployment, wanted_hash))
             except OSError as exc:  # e.g. a command that does not exist on this machine
-                return RolloutOutcome(False, 'ProgressDeadlineExceeded', f'cannot start a server: {exc}')
+                return RolloutOutcome(False, "ProgressDeadlineExceeded", f"cannot start a server: {exc}")
             finally:
                 if replicas > len(current):
                     self._servers_changed()
             failure = await self._wait_ready(servers, wanted_hash, deadline)
             if failure is not None:
-                return RolloutOutcome(False, 'ProgressDeadlineExceeded', failure)
+                return RolloutOutcome(False, "ProgressDeadlineExceeded", failure)
             for old in [s for s in servers if s.template_hash != wanted_hash]:
                 await self._stop(servers, old)
             return RolloutOutcome(ready=True)
 
     async def teardown(self, deployment: Mapping[str, Any]) -> None:
-        meta = deployment['metadata']
-        key = (meta.get('namespace') or 'default', meta['name'])
+        meta = deployment["metadata"]
+        key = (meta.get("namespace") or "default", meta["name"])
         async with self._locks.setdefault(key, asyncio.Lock()):
             servers = self._servers.get(key, [])
             for server in list(servers):
@@ -274,12 +277,12 @@ class ProcessDeploymentRunner:
                 return port
 
     def _start(self, deployment: Mapping[str, Any], wanted_hash: str) -> ServerProcess:
-        meta = deployment['metadata']
-        template = (deployment.get('spec') or {}).get('template') or {}
-        pod_spec = template.get('spec') or {}
-        container = (pod_spec.get('containers') or [{}])[0]
+        meta = deployment["metadata"]
+        template = (deployment.get("spec") or {}).get("template") or {}
+        pod_spec = template.get("spec") or {}
+        container = (pod_spec.get("containers") or [{}])[0]
         name = f"{meta['name']}-{wanted_hash[:6]}-{next(self._counter)}"
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f'{name}-'))
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-"))
         paths = pod_path_map(pod_spec, container, self.artifact_root, scratch)
         port = self._free_port()
         command = local_command(container, self.python, paths.to_local)
@@ -287,16 +290,16 @@ class ProcessDeploymentRunner:
         env = process_environment(container, paths, {**self.extra_env, **fault_env(template)})
         log_file = self.log_dir / f"{meta.get('namespace') or 'default'}_{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        probe = ((container.get('readinessProbe') or {}).get('httpGet') or {}).get('path') or '/readyz'
+        probe = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or "/readyz"
         try:
-            with log_file.open('ab') as log:
+            with log_file.open("ab") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=env, cwd=scratch, start_new_session=True)
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        logger.info('Started %s on 127.0.0.1:%d (pid %d, log %s)', name, port, process.pid, log_file)
-        owner = {'namespace': meta.get('namespace') or 'default', 'name': meta['name'], 'uid': meta.get('uid', '')}
+        logger.info("Started %s on 127.0.0.1:%d (pid %d, log %s)", name, port, process.pid, log_file)
+        owner = {"namespace": meta.get("namespace") or "default", "name": meta["name"], "uid": meta.get("uid", "")}
         started_at = timestamps.now()
         return ServerProcess(name, _endpoint_key(deployment), wanted_hash, port, process, log_file, scratch, probe,
                              owner=owner, pod_template=template, started_at=started_at)
@@ -310,19 +313,19 @@ class ProcessDeploymentRunner:
             for server in pending:
                 if not server.alive:
                     code = exit_code_of(int(server.process.returncode))
-                    tail = ' | '.join(server.log_file.read_text(errors='replace').strip().splitlines()[-3:])
+                    tail = " | ".join(server.log_file.read_text(errors="replace").strip().splitlines()[-3:])
                     await self._stop(servers, server)
-                    return f'server {server.name} exited with code {code} before it was ready: {tail}'
+                    return f"server {server.name} exited with code {code} before it was ready: {tail}"
                 if await http_ok(server.port, server.probe_path):
                     server.ready = True
                     self._changed()
             if time.monotonic() > deadline:
-                return 'the servers did not become ready within the progress deadline'
+                return "the servers did not become ready within the progress deadline"
             await asyncio.sleep(PROBE_INTERVAL)
 
     async def _forget_dead(self, servers: list[ServerProcess]) -> None:
         for server in [s for s in servers if not s.alive]:
-            logger.warning('Server %s had exited with code %s', server.name, server.process.returncode)
+            logger.warning("Server %s had exited with code %s", server.name, server.process.returncode)
             await self._stop(servers, server)
 
     async def _stop(self, servers: list[ServerProcess], server: ServerProcess) -> None:

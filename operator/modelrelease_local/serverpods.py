@@ -10,6 +10,9 @@ probe, and the process' loopback port in an annotation. A server that stops take
 The mirror only reports: deleting one of these Pods does not stop its process (the next change of
 the Deployment's servers writes it again).
 """
+
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import copy
@@ -23,55 +26,55 @@ from modelrelease_local.runner import ServerProcess
 from modelrelease_local.selectors import LabelSelector
 from modelrelease_local.store import ObjectStore
 
-__all__ = ['MIRROR_LABEL', 'PORT_ANNOTATION', 'ServerPodMirror', 'server_pod']
+__all__ = ["MIRROR_LABEL", "PORT_ANNOTATION", "ServerPodMirror", "server_pod"]
 
 logger = logging.getLogger(__name__)
 Object = dict[str, Any]
 
-MIRROR_LABEL = 'local.modelrelease.io/server-pod'
-PORT_ANNOTATION = 'local.modelrelease.io/port'
+MIRROR_LABEL = "local.modelrelease.io/server-pod"
+PORT_ANNOTATION = "local.modelrelease.io/port"
 
 
 def server_pod(server: ServerProcess) -> Object:
     """The Pod a cluster would show for this replica (without status)."""
     template = copy.deepcopy(dict(server.pod_template))
-    template_meta = template.get('metadata') or {}
-    labels = {**(template_meta.get('labels') or {}), 'pod-template-hash': server.template_hash, MIRROR_LABEL: 'true'}
-    annotations = {**(template_meta.get('annotations') or {}), PORT_ANNOTATION: str(server.port)}
+    template_meta = template.get("metadata") or {}
+    labels = {**(template_meta.get("labels") or {}), "pod-template-hash": server.template_hash, MIRROR_LABEL: "true"}
+    annotations = {**(template_meta.get("annotations") or {}), PORT_ANNOTATION: str(server.port)}
     owner = server.owner
     return {
-        'metadata': {
-            'name': server.name, 'namespace': owner['namespace'], 'labels': labels, 'annotations': annotations,
-            'ownerReferences': [{'apiVersion': 'apps/v1', 'kind': 'Deployment', 'name': owner['name'],
-                                 'uid': owner['uid'], 'controller': True, 'blockOwnerDeletion': True}],
+        "metadata": {
+            "name": server.name, "namespace": owner["namespace"], "labels": labels, "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": owner["name"],
+                                 "uid": owner["uid"], "controller": True, "blockOwnerDeletion": True}],
         },
-        'spec': {**(template.get('spec') or {}), 'nodeName': 'embedded-node'},
+        "spec": {**(template.get("spec") or {}), "nodeName": "embedded-node"},
     }
 
 
 def server_pod_status(server: ServerProcess, spec: Mapping[str, Any], old: Mapping[str, Any] | None) -> Object:
     """Running while the process lives; Ready as its probe says. Unchanged parts keep their times."""
     old = old or {}
-    previous = {c.get('type'): c for c in old.get('conditions') or []}
+    previous = {c.get("type"): c for c in old.get("conditions") or []}
     now = timestamps.now()
-    started = old.get('startTime') or server.started_at
+    started = old.get("startTime") or server.started_at
 
     def condition(kind: str, true: bool) -> Object:
-        status = 'True' if true else 'False'
+        status = "True" if true else "False"
         before = previous.get(kind)
-        since = before['lastTransitionTime'] if before and before.get('status') == status else now
-        return {'type': kind, 'status': status, 'lastTransitionTime': since, 'lastProbeTime': None}
+        since = before["lastTransitionTime"] if before and before.get("status") == status else now
+        return {"type": kind, "status": status, "lastTransitionTime": since, "lastProbeTime": None}
 
     ready = server.ready and server.alive
-    containers = spec.get('containers') or []
+    containers = spec.get("containers") or []
     return {
-        'phase': 'Running' if server.alive else 'Failed', 'startTime': started, 'hostIP': '127.0.0.1',
-        'podIP': '127.0.0.1', 'podIPs': [{'ip': '127.0.0.1'}], 'qosClass': 'BestEffort',
-        'conditions': [condition('PodScheduled', True), condition('Initialized', True),
-                       condition('ContainersReady', ready), condition('Ready', ready)],
-        'containerStatuses': [
-            {'name': c['name'], 'image': c.get('image', ''), 'imageID': '', 'ready': ready and index == 0,
-             'started': server.alive, 'restartCount': 0, 'state': {'running': {'startedAt': started}}}
+        "phase": "Running" if server.alive else "Failed", "startTime": started, "hostIP": "127.0.0.1",
+        "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "qosClass": "BestEffort",
+        "conditions": [condition("PodScheduled", True), condition("Initialized", True),
+                       condition("ContainersReady", ready), condition("Ready", ready)],
+        "containerStatuses": [
+            {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": ready and index == 0,
+             "started": server.alive, "restartCount": 0, "state": {"running": {"startedAt": started}}}
             for index, c in enumerate(containers)],
     }
 
@@ -101,8 +104,8 @@ class ServerPodMirror:
             loop.call_soon_threadsafe(self._wanted.set)
 
     async def run(self, store: ObjectStore) -> None:
-        pods = store.registry.get('', 'v1', 'pods')
-        deployments = store.registry.get('apps', 'v1', 'deployments')
+        pods = store.registry.get("", "v1", "pods")
+        deployments = store.registry.get("apps", "v1", "deployments")
         assert pods is not None and deployments is not None
         self._loop = asyncio.get_running_loop()
         self.servers.on_servers_changed.append(self.nudge)
@@ -114,7 +117,7 @@ class ServerPodMirror:
                 try:
                     self.sync(store, pods, deployments, self.servers.all_servers())
                 except Exception:  # a mirror must not take the controllers down with it
-                    logger.exception('Could not mirror the server processes as Pods')
+                    logger.exception("Could not mirror the server processes as Pods")
         finally:
             self.servers.on_servers_changed.remove(self.nudge)
             self._loop = None
@@ -122,12 +125,12 @@ class ServerPodMirror:
     @staticmethod
     def sync(store: ObjectStore, pods: ApiResource, deployments: ApiResource, servers: Iterable[ServerProcess]) -> None:
         def owner_exists(server: ServerProcess) -> bool:  # a deleted Deployment's servers are on their way out
-            found = store.find(deployments, server.owner['namespace'], server.owner['name'])
-            return found is not None and found['metadata']['uid'] == server.owner['uid']
+            found = store.find(deployments, server.owner["namespace"], server.owner["name"])
+            return found is not None and found["metadata"]["uid"] == server.owner["uid"]
 
-        wanted = {(s.owner['namespace'], s.name): s for s in servers if owner_exists(s)}
-        for pod in store.list_objects(pods, labels=LabelSelector.parse(f'{MIRROR_LABEL}=true')):
-            key = (pod['metadata']['namespace'], pod['metadata']['name'])
+        wanted = {(s.owner["namespace"], s.name): s for s in servers if owner_exists(s)}
+        for pod in store.list_objects(pods, labels=LabelSelector.parse(f"{MIRROR_LABEL}=true")):
+            key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             if key not in wanted:
                 with contextlib.suppress(errors.ApiError):
                     store.delete(pods, *key)
@@ -136,9 +139,9 @@ class ServerPodMirror:
             try:
                 pod = found if found is not None else store.create(pods, namespace, server_pod(server))
             except errors.ApiError as exc:  # e.g. its Deployment's namespace is being deleted
-                logger.warning('Could not create the Pod of server %s: %s', name, exc)
+                logger.warning("Could not create the Pod of server %s: %s", name, exc)
                 continue
-            status = server_pod_status(server, pod.get('spec') or {}, pod.get('status'))
-            if status != pod.get('status'):
+            status = server_pod_status(server, pod.get("spec") or {}, pod.get("status"))
+            if status != pod.get("status"):
                 with contextlib.suppress(errors.ApiError):
-                    store.replace(pods, namespace, name, {'status': status}, subresource='status')
+                    store.replace(pods, namespace, name, {"status": status}, subresource="status")

@@ -14,6 +14,9 @@ What starts, in this order (and stops in the reverse order, also when a start fa
 Everything lives in the state directory: ``kubeconfig``, ``artifacts/`` (models, and ``logs/`` of
 each trainer and server), ``logs/operator.log``, ``prometheus/``.
 """
+
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import logging
@@ -37,7 +40,7 @@ from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget
 from modelrelease_local.runner import EndpointKey, ProcessDeploymentRunner
 from modelrelease_local.traffic import TrafficGenerator
 
-__all__ = ['LocalStack', 'StackSettings', 'scrape_targets']
+__all__ = ["LocalStack", "StackSettings", "scrape_targets"]
 
 logger = logging.getLogger(__name__)
 OPERATOR_STOP_GRACE = 15.0
@@ -45,7 +48,7 @@ OPERATOR_STOP_GRACE = 15.0
 
 @dataclasses.dataclass
 class StackSettings:
-    state_dir: pathlib.Path = pathlib.Path('.modelrelease-local')
+    state_dir: pathlib.Path = pathlib.Path(".modelrelease-local")
     api_port: int = 0  # 0: any free port (the kubeconfig says which)
     prometheus_port: int | None = None
     scrape_interval: float = 1.0
@@ -53,13 +56,13 @@ class StackSettings:
     feedback_share: float = 0.5
     operator: bool = True
     traffic: bool = True
-    operator_args: tuple[str, ...] = ('run', '-A')
+    operator_args: tuple[str, ...] = ("run", "-A")
     python: str = sys.executable
 
 
 def scrape_targets(endpoints: Mapping[EndpointKey, list[int]]) -> list[ScrapeTarget]:
     """One target per ready server; the server labels its series with model, version and track."""
-    return [ScrapeTarget(address=f'127.0.0.1:{port}') for ports in endpoints.values() for port in ports]
+    return [ScrapeTarget(address=f"127.0.0.1:{port}") for ports in endpoints.values() for port in ports]
 
 
 class _TargetSync:
@@ -70,7 +73,7 @@ class _TargetSync:
         self.prometheus = prometheus
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name='prometheus-targets', daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="prometheus-targets", daemon=True)
 
     def nudge(self) -> None:
         self._wake.set()
@@ -94,7 +97,7 @@ class _TargetSync:
                     self.prometheus.set_targets(wanted)
                     current = wanted
                 except Exception:
-                    logger.exception('could not update the Prometheus targets')
+                    logger.exception("could not update the Prometheus targets")
 
 
 class LocalStack:
@@ -103,11 +106,11 @@ class LocalStack:
     def __init__(self, settings: StackSettings | None = None) -> None:
         self.settings = settings or StackSettings()
         self.state_dir = self.settings.state_dir.resolve()
-        self.artifact_root = self.state_dir / 'artifacts'
-        self.kubeconfig = self.state_dir / 'kubeconfig'
+        self.artifact_root = self.state_dir / "artifacts"
+        self.kubeconfig = self.state_dir / "kubeconfig"
         self.executor = ProcessJobExecutor(self.artifact_root, self.settings.python)
         self.runner = ProcessDeploymentRunner(self.artifact_root, self.settings.python)
-        self.prometheus = PrometheusProcess(self.state_dir / 'prometheus', port=self.settings.prometheus_port,
+        self.prometheus = PrometheusProcess(self.state_dir / "prometheus", port=self.settings.prometheus_port,
                                             scrape_interval=self.settings.scrape_interval)
         self.server = EmbeddedApiServer(port=self.settings.api_port,
                                         controllers=[ControllerEmulator(self.executor, self.runner)])
@@ -122,7 +125,7 @@ class LocalStack:
 
     @property
     def operator_log(self) -> pathlib.Path:
-        return self.state_dir / 'logs' / 'operator.log'
+        return self.state_dir / "logs" / "operator.log"
 
     # Lifecycle.
 
@@ -135,28 +138,28 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        (self.state_dir / 'logs').mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.artifact_root.mkdir(parents=True, exist_ok=True)
-        self._stops.append(('prometheus', self.prometheus.stop))
+        self._stops.append(("prometheus", self.prometheus.stop))
         self.prometheus.start()
         sync = _TargetSync(self.runner, self.prometheus)
         self.runner.on_endpoints_changed = sync.nudge
-        self._stops.append(('prometheus targets', sync.stop))
+        self._stops.append(("prometheus targets", sync.stop))
         sync.start()
         # Last to stop (first in this list after Prometheus): processes outlive the loop that ran them.
-        self._stops.append(('model servers', self.runner.close))
-        self._stops.append(('trainers', self.executor.close))
-        self._stops.append(('API server', self.server.stop))
+        self._stops.append(("model servers", self.runner.close))
+        self._stops.append(("trainers", self.executor.close))
+        self._stops.append(("API server", self.server.stop))
         self.server.start()
         self.server.write_kubeconfig(self.kubeconfig)
         self._apply_crd()
         if self.settings.operator:
-            self._stops.append(('operator', self._stop_operator))
+            self._stops.append(("operator", self._stop_operator))
             self._start_operator()
         if self.settings.traffic:
             self.traffic = TrafficGenerator(self.runner.endpoints, rate=self.settings.traffic_rate,
                                             feedback_share=self.settings.feedback_share)
-            self._stops.append(('traffic', self.traffic.stop))
+            self._stops.append(("traffic", self.traffic.stop))
             self.traffic.start()
 
     def stop(self) -> None:
@@ -166,7 +169,7 @@ class LocalStack:
             try:
                 stop()
             except Exception:
-                logger.exception('could not stop the %s cleanly', name)
+                logger.exception("could not stop the %s cleanly", name)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -177,12 +180,12 @@ class LocalStack:
     # The operator.
 
     def _start_operator(self) -> None:
-        env = {**os.environ, 'KUBECONFIG': str(self.kubeconfig), 'PYTHONUNBUFFERED': '1'}
-        self._operator_log = self.operator_log.open('ab')
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self._operator_log = self.operator_log.open("ab")
         self.operator = subprocess.Popen(
-            [self.settings.python, '-m', 'modelrelease', *self.settings.operator_args], env=env,
+            [self.settings.python, "-m", "modelrelease", *self.settings.operator_args], env=env,
             stdout=self._operator_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        logger.info('The operator runs as pid %d (log: %s)', self.operator.pid, self.operator_log)
+        logger.info("The operator runs as pid %d (log: %s)", self.operator.pid, self.operator_log)
 
     def _stop_operator(self) -> None:
         process, self.operator = self.operator, None
@@ -214,7 +217,7 @@ class LocalStack:
 
     def apply_release(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create a ModelRelease through the API (as ``kubectl create -f`` would)."""
-        namespace = (manifest.get('metadata') or {}).get('namespace') or 'default'
+        namespace = (manifest.get("metadata") or {}).get("namespace") or "default"
         with self.api_client() as client:
             created = kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, dict(manifest))

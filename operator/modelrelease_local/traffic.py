@@ -10,6 +10,9 @@ trainer's defaults), as raw features: the model rescales inside. For a share of 
 predictions the generator posts the true labels as feedback, so that online accuracy exists
 for both tracks.
 """
+
+from __future__ import annotations
+
 import dataclasses
 import http.client
 import json
@@ -24,7 +27,7 @@ import numpy as np
 
 from modelrelease_local.runner import EndpointKey
 
-__all__ = ['TrafficGenerator', 'TrafficStats', 'digits_samples', 'pick_endpoint']
+__all__ = ["TrafficGenerator", "TrafficStats", "digits_samples", "pick_endpoint"]
 
 logger = logging.getLogger(__name__)
 EndpointSource = Callable[[], Mapping[EndpointKey, list[int]]]
@@ -69,7 +72,7 @@ class TrafficGenerator:
                  namespace: str | None = None, release: str | None = None, seed: int = 0,
                  timeout: float = 5.0) -> None:
         if rate <= 0 or not 0 <= feedback_share <= 1:
-            raise ValueError('rate must be > 0 and feedback_share in [0, 1]')
+            raise ValueError("rate must be > 0 and feedback_share in [0, 1]")
         self.endpoints = endpoints
         self.rate = rate
         self.feedback_share = feedback_share
@@ -83,8 +86,8 @@ class TrafficGenerator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> 'TrafficGenerator':
-        self._thread = threading.Thread(target=self._loop, name='traffic', daemon=True)
+    def start(self) -> TrafficGenerator:
+        self._thread = threading.Thread(target=self._loop, name="traffic", daemon=True)
         self._thread.start()
         return self
 
@@ -97,7 +100,7 @@ class TrafficGenerator:
             connection.close()
         self._connections.clear()
 
-    def __enter__(self) -> 'TrafficGenerator':
+    def __enter__(self) -> TrafficGenerator:
         return self.start()
 
     def __exit__(self, *_: object) -> None:
@@ -135,15 +138,15 @@ class TrafficGenerator:
         """One predict (and maybe its feedback); the HTTP status, or None when it got no answer."""
         index = self._rng.randrange(len(self._labels))
         self.stats.count(self.stats.requests, key)
-        status, body = self._post(port, f'/v1/models/{key.model}:predict',
-                                  {'instances': [self._images[index].tolist()]})
+        status, body = self._post(port, f"/v1/models/{key.model}:predict",
+                                  {"instances": [self._images[index].tolist()]})
         if status != 200 or body is None:
             self.stats.count(self.stats.errors, key)
             return status
         self.stats.count(self.stats.ok, key)
-        if self._rng.random() < self.feedback_share and isinstance(body.get('requestId'), str):
-            feedback = {'requestId': body['requestId'], 'labels': [int(self._labels[index])]}
-            if self._post(port, f'/v1/models/{key.model}:feedback', feedback)[0] == 200:
+        if self._rng.random() < self.feedback_share and isinstance(body.get("requestId"), str):
+            feedback = {"requestId": body["requestId"], "labels": [int(self._labels[index])]}
+            if self._post(port, f"/v1/models/{key.model}:feedback", feedback)[0] == 200:
                 self.stats.count(self.stats.feedback, key)
         return status
 
@@ -152,10 +155,10 @@ class TrafficGenerator:
         for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more afresh
             connection = self._connections.get(port)
             if connection is None:
-                connection = http.client.HTTPConnection('127.0.0.1', port, timeout=self.timeout)
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout)
                 self._connections[port] = connection
             try:
-                connection.request('POST', path, body=data, headers={'Content-Type': 'application/json'})
+                connection.request("POST", path, body=data, headers={"Content-Type": "application/json"})
                 response = connection.getresponse()
                 raw = response.read()
             except (OSError, http.client.HTTPException):

@@ -6,6 +6,9 @@ the stages with their versions and gates, training progress read from the traine
 traffic each track received. :func:`render` builds one frame from plain data, so that it can be
 tested (and printed) without a terminal; :class:`LiveView` refreshes it in place.
 """
+
+from __future__ import annotations
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -19,85 +22,85 @@ from rich.text import Text
 from modelrelease_local.executor import TrainingProgress
 from modelrelease_local.traffic import TrafficStats
 
-__all__ = ['LiveView', 'render']
+__all__ = ["LiveView", "render"]
 
-_VERDICT_STYLE = {'Pass': 'green', 'Fail': 'bold red', 'Inconclusive': 'yellow', 'Error': 'magenta',
-                  'Skipped': 'dim'}
-_PHASE_STYLE = {'Released': 'bold green', 'RolledBack': 'bold red', 'Failed': 'bold red', 'RollingBack': 'red',
-                'Paused': 'yellow', 'Training': 'cyan', 'Progressing': 'blue', 'Promoting': 'green'}
+_VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow", "Error": "magenta",
+                  "Skipped": "dim"}
+_PHASE_STYLE = {"Released": "bold green", "RolledBack": "bold red", "Failed": "bold red", "RollingBack": "red",
+                "Paused": "yellow", "Training": "cyan", "Progressing": "blue", "Promoting": "green"}
 
 
 def _number(value: Any) -> str:
-    return f'{value:.4g}' if isinstance(value, int | float) else '-'
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
 def _header(release: Mapping[str, Any], elapsed: float, ready: Mapping[str, int] | None) -> RenderableType:
-    status = release.get('status') or {}
-    phase = status.get('phase') or 'Pending'
-    weight = int(status.get('canaryWeight') or 0)
+    status = release.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    weight = int(status.get("canaryWeight") or 0)
     line = Text.assemble(
-        ('ModelRelease ', 'bold'), ((release.get('metadata') or {}).get('name', ''), 'bold'), '  phase ',
-        (phase, _PHASE_STYLE.get(phase, '')), f"  stage {status.get('currentStage') or '-'}",
-        f"  step {int(status.get('stepIndex') or 0) + 1}", f'  {elapsed:.0f} s')
+        ("ModelRelease ", "bold"), ((release.get("metadata") or {}).get("name", ""), "bold"), "  phase ",
+        (phase, _PHASE_STYLE.get(phase, "")), f"  stage {status.get('currentStage') or '-'}",
+        f"  step {int(status.get('stepIndex') or 0) + 1}", f"  {elapsed:.0f} s")
     versions = Text(f"stable {(status.get('stable') or {}).get('name') or '-'}   "
                     f"canary {(status.get('canary') or {}).get('name') or '-'}")
     bar = Table.grid(padding=(0, 1))
     servers = f"   ready servers: stable {(ready or {}).get('stable', 0)}, canary {(ready or {}).get('canary', 0)}"
-    bar.add_row(Text('canary weight'), ProgressBar(total=100, completed=weight, width=40),
-                Text(f'{weight}% (stable {100 - weight}%)' + (servers if ready is not None else '')))
-    return Group(line, versions, bar, Text(status.get('message') or '', style='dim'))
+    bar.add_row(Text("canary weight"), ProgressBar(total=100, completed=weight, width=40),
+                Text(f"{weight}% (stable {100 - weight}%)" + (servers if ready is not None else "")))
+    return Group(line, versions, bar, Text(status.get("message") or "", style="dim"))
 
 
 def _checks(release: Mapping[str, Any]) -> RenderableType:
-    analysis = (release.get('status') or {}).get('analysis') or {}
+    analysis = (release.get("status") or {}).get("analysis") or {}
     table = Table(title=f"analysis: {analysis.get('runs', 0)} runs, {analysis.get('failures', 0)} failed",
-                  title_justify='left', expand=True)
-    for column in ('check', 'verdict', 'canary', 'stable', 'bound', 'reason'):
-        table.add_column(column, overflow='fold')
-    for check in analysis.get('checks') or []:
-        verdict = check.get('verdict', '')
-        table.add_row(check.get('name', ''), Text(verdict, style=_VERDICT_STYLE.get(verdict, '')),
-                      _number(check.get('value')), _number(check.get('stableValue')), check.get('bound', ''),
-                      check.get('reason', ''))
+                  title_justify="left", expand=True)
+    for column in ("check", "verdict", "canary", "stable", "bound", "reason"):
+        table.add_column(column, overflow="fold")
+    for check in analysis.get("checks") or []:
+        verdict = check.get("verdict", "")
+        table.add_row(check.get("name", ""), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
+                      _number(check.get("value")), _number(check.get("stableValue")), check.get("bound", ""),
+                      check.get("reason", ""))
     return table
 
 
 def _stages(release: Mapping[str, Any]) -> RenderableType:
-    table = Table(title='stages', title_justify='left', expand=True)
-    for column in ('stage', 'phase', 'version', 'accuracy', 'gates'):
-        table.add_column(column, overflow='fold')
-    for record in (release.get('status') or {}).get('stages') or []:
-        version = record.get('version') or {}
-        gates = _gates(record.get('gates') or [])
-        table.add_row(record.get('name', ''), record.get('phase', ''), version.get('name') or '-',
-                      _number((version.get('metrics') or {}).get('accuracy')), gates or '-')
+    table = Table(title="stages", title_justify="left", expand=True)
+    for column in ("stage", "phase", "version", "accuracy", "gates"):
+        table.add_column(column, overflow="fold")
+    for record in (release.get("status") or {}).get("stages") or []:
+        version = record.get("version") or {}
+        gates = _gates(record.get("gates") or [])
+        table.add_row(record.get("name", ""), record.get("phase", ""), version.get("name") or "-",
+                      _number((version.get("metrics") or {}).get("accuracy")), gates or "-")
     return table
 
 
 def _gates(gates: Sequence[Mapping[str, Any]]) -> str:
     """Passed gates counted, the others named with their bound: what needs attention stands out."""
-    passed = sum(1 for g in gates if g.get('verdict') == 'Pass')
-    others = [f"{g.get('metric')} {g.get('bound')}: {g.get('verdict')}" for g in gates if g.get('verdict') != 'Pass']
-    return '; '.join(([f'{passed} passed'] if passed else []) + others) or '-'
+    passed = sum(1 for g in gates if g.get("verdict") == "Pass")
+    others = [f"{g.get('metric')} {g.get('bound')}: {g.get('verdict')}" for g in gates if g.get("verdict") != "Pass"]
+    return "; ".join(([f"{passed} passed"] if passed else []) + others) or "-"
 
 
 def _training(progress: Sequence[TrainingProgress]) -> RenderableType:
     table = Table.grid(padding=(0, 1))
     for item in progress:
         total = max(item.epochs, 1)
-        table.add_row(Text(f'training {item.job}'), ProgressBar(total=total, completed=item.epoch, width=30),
-                      Text(f'epoch {item.epoch}/{item.epochs or "?"}'), Text(item.last_line[-60:], style='dim'))
+        table.add_row(Text(f"training {item.job}"), ProgressBar(total=total, completed=item.epoch, width=30),
+                      Text(f"epoch {item.epoch}/{item.epochs or '?'}"), Text(item.last_line[-60:], style="dim"))
     return table
 
 
 def _traffic(stats: TrafficStats | None) -> RenderableType:
     if stats is None:
-        return Text('')
-    table = Table(title='traffic', title_justify='left')
-    for column in ('release/track', 'requests', 'errors', 'feedback'):
+        return Text("")
+    table = Table(title="traffic", title_justify="left")
+    for column in ("release/track", "requests", "errors", "feedback"):
         table.add_column(column)
     for key in sorted(stats.requests):
-        table.add_row('/'.join(key), str(stats.requests.get(key, 0)), str(stats.errors.get(key, 0)),
+        table.add_row("/".join(key), str(stats.requests.get(key, 0)), str(stats.errors.get(key, 0)),
                       str(stats.feedback.get(key, 0)))
     return table
 
@@ -106,12 +109,12 @@ def render(release: Mapping[str, Any] | None, *, elapsed: float = 0.0, progress:
            traffic: TrafficStats | None = None, ready: Mapping[str, int] | None = None) -> RenderableType:
     """One frame of the view; ``ready`` counts the ready model servers per track."""
     if release is None:
-        return Panel(Text('waiting for the ModelRelease to appear...'), title='modelrelease local')
+        return Panel(Text("waiting for the ModelRelease to appear..."), title="modelrelease local")
     parts: list[RenderableType] = [_header(release, elapsed, ready), _stages(release), _checks(release)]
     if progress:
         parts.append(_training(progress))
     parts.append(_traffic(traffic))
-    return Panel(Group(*parts), title='modelrelease local demo')
+    return Panel(Group(*parts), title="modelrelease local demo")
 
 
 class LiveView:

@@ -18,6 +18,9 @@ The mapping, per volume of the Pod:
 ``/tmp`` always maps to the Pod's scratch folder, mounted or not: processes must not share the
 machine's ``/tmp`` the way containers would not.
 """
+
+from __future__ import annotations
+
 import dataclasses
 import json
 import pathlib
@@ -25,20 +28,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ['ARTIFACT_VOLUME', 'PathMap', 'pod_path_map']
+__all__ = ["ARTIFACT_VOLUME", "PathMap", "pod_path_map"]
 
-ARTIFACT_VOLUME = 'models'
+ARTIFACT_VOLUME = "models"
 
 
-_NAME_CHARS = r'\w.\-~'
+_NAME_CHARS = r"\w.\-~"
 
 
 def _prefix_pattern(prefixes: list[str]) -> re.Pattern[str]:
     """Any of the prefixes as whole path components (longest first): not inside a longer name such as
     ``/models2`` or ``/x/models``, but after ``=``, ``:``, a space or a quote (``--output=/models/a``,
     ``file:/models/a.csv``, ``cannot read /models/a``)."""
-    alternatives = '|'.join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
-    return re.compile(rf'(?<![{_NAME_CHARS}/])(?:{alternatives})(?![{_NAME_CHARS}])')
+    alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+    return re.compile(rf"(?<![{_NAME_CHARS}/])(?:{alternatives})(?![{_NAME_CHARS}])")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,7 @@ class PathMap:
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.mounts, key=lambda pair: len(pair[0]), reverse=True))
-        object.__setattr__(self, 'mounts', ordered)
+        object.__setattr__(self, "mounts", ordered)
 
     def local_dirs(self) -> list[pathlib.Path]:
         return [local for _, local in self.mounts]
@@ -71,7 +74,7 @@ class PathMap:
             parsed = json.loads(message)
         except ValueError:
             return self.to_cluster(message)
-        return json.dumps(self._walk(parsed), separators=(',', ':'))
+        return json.dumps(self._walk(parsed), separators=(",", ":"))
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -84,40 +87,40 @@ class PathMap:
 
     @staticmethod
     def _rewrite(text: str, pairs: list[tuple[str, str]]) -> str:
-        targets = {source.rstrip('/') or '/': target.rstrip('/') or '/' for source, target in pairs}
+        targets = {source.rstrip("/") or "/": target.rstrip("/") or "/" for source, target in pairs}
         if not targets:
             return text
         return _prefix_pattern(list(targets)).sub(lambda match: targets[match[0]], text)
 
 
 def _volume_dir(volume: Mapping[str, Any], artifact_root: pathlib.Path, scratch: pathlib.Path) -> pathlib.Path:
-    name = volume.get('name', '')
+    name = volume.get("name", "")
     if name == ARTIFACT_VOLUME:
         return artifact_root
-    claim = (volume.get('persistentVolumeClaim') or {}).get('claimName')
+    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
     if claim:
-        return artifact_root / 'volumes' / 'pvc' / claim
-    host = (volume.get('hostPath') or {}).get('path')
+        return artifact_root / "volumes" / "pvc" / claim
+    host = (volume.get("hostPath") or {}).get("path")
     if host:
-        return artifact_root / 'volumes' / 'host' / host.strip('/')
-    return scratch / 'volumes' / name
+        return artifact_root / "volumes" / "host" / host.strip("/")
+    return scratch / "volumes" / name
 
 
 def pod_path_map(pod_spec: Mapping[str, Any], container: Mapping[str, Any], artifact_root: pathlib.Path,
                  scratch: pathlib.Path) -> PathMap:
     """The local directories behind one container's mounts (created), ``/tmp`` included."""
-    volumes = {volume.get('name'): volume for volume in pod_spec.get('volumes') or []}
+    volumes = {volume.get("name"): volume for volume in pod_spec.get("volumes") or []}
     mounts: list[tuple[str, pathlib.Path]] = []
-    for mount in container.get('volumeMounts') or []:
-        volume = volumes.get(mount.get('name'), {'name': mount.get('name', 'unnamed')})
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes.get(mount.get("name"), {"name": mount.get("name", "unnamed")})
         local = _volume_dir(volume, artifact_root, scratch)
-        if mount.get('name') == 'tmp' and 'emptyDir' in volume:
-            local = scratch / 'tmp'
-        if mount.get('subPath'):
-            local = local / mount['subPath'].strip('/')
+        if mount.get("name") == "tmp" and "emptyDir" in volume:
+            local = scratch / "tmp"
+        if mount.get("subPath"):
+            local = local / mount["subPath"].strip("/")
         local.mkdir(parents=True, exist_ok=True)
-        mounts.append((mount['mountPath'].rstrip('/') or '/', local))
-    if not any(path == '/tmp' for path, _ in mounts):
-        (scratch / 'tmp').mkdir(parents=True, exist_ok=True)
-        mounts.append(('/tmp', scratch / 'tmp'))
+        mounts.append((mount["mountPath"].rstrip("/") or "/", local))
+    if not any(path == "/tmp" for path, _ in mounts):
+        (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+        mounts.append(("/tmp", scratch / "tmp"))
     return PathMap(tuple(mounts))
