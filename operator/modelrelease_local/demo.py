@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from modelrelease.api.status import TERMINAL_PHASES
 from modelrelease_local.report import ReleaseRecorder, summary_table, write_report
 from modelrelease_local.runner import FAULT_SELECTOR
 from modelrelease_local.stack import LocalStack, StackSettings
@@ -37,7 +38,6 @@ from modelrelease_local.view import LiveView, render
 __all__ = ["DEMO_RELEASE", "DemoResult", "load_release", "prepare_release", "run_demo"]
 
 DEMO_RELEASE = pathlib.Path(__file__).resolve().parents[3] / "examples" / "digits-demo.yaml"
-TERMINAL = ("Released", "RolledBack", "Failed")
 DEFAULT_TIMEOUT = 600.0
 
 
@@ -123,7 +123,7 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
                         view.update(release, elapsed=time.monotonic() - started, progress=stack.executor.progress(),
                                     traffic=stack.traffic.stats if stack.traffic else None,
                                     ready=_ready_per_track(stack, namespace, name))
-                    if phase in TERMINAL or time.monotonic() - started > timeout:
+                    if phase in TERMINAL_PHASES or time.monotonic() - started > timeout:
                         break
                     if not stack.operator_alive() and stack.settings.operator:
                         console.print(f"[red]The operator exited; see {stack.operator_log}[/red]")

@@ -28,13 +28,15 @@ import yaml
 from rich.table import Table
 
 from modelrelease.api import InvalidSpecError, parse_spec
+from modelrelease.api.status import MOVING_REPLICAS_PHASES, TERMINAL_PHASES
 from modelrelease.core.analysis import Bounds, bounds_of
 
 __all__ = ["CheckPoint", "ReleaseRecorder", "Sample", "chart_png", "summary_table", "write_report"]
 
 logger = logging.getLogger(__name__)
 Fetch = Callable[[], Mapping[str, Any] | None]
-_MILESTONES = ("Promoting", "Released", "RollingBack", "RolledBack", "Failed", "Paused")
+# Phase changes the chart marks: replicas starting to move, a pause, and the end.
+_MILESTONES = MOVING_REPLICAS_PHASES | TERMINAL_PHASES | {"Paused"}
 _COLOURS = {"Pass": "tab:green", "Fail": "tab:red", "Inconclusive": "tab:grey", "Error": "tab:purple"}
 
 
