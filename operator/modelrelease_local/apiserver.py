@@ -82,6 +82,12 @@ class EmbeddedApiServer:
         return self._loop
 
     @property
+    def handler(self) -> ApiRequestHandler:
+        """The request handler, a :class:`kmock.KubernetesScaffold`: kmock reactions added to it
+        (``server.handler["get /metrics"] << b"..."``) answer the URLs outside the resource endpoints."""
+        return self._handler
+
+    @property
     def running(self) -> bool:
         return self._runner is not None
 

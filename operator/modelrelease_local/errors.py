@@ -12,24 +12,9 @@ import kmock
 from modelrelease_local.resources import ApiResource
 
 __all__ = [
-    "ApiError",
-    "EndpointNotFound",
-    "ObjectNotFound",
-    "ResourceNotFound",
-    "already_exists",
-    "bad_request",
-    "conflict",
-    "endpoint_not_found",
-    "error_for_code",
-    "forbidden_change",
-    "gone",
-    "invalid",
-    "method_not_allowed",
-    "not_acceptable",
-    "not_found",
-    "resource_not_found",
-    "status_body",
-    "unsupported_media_type",
+    "ApiError", "EndpointNotFound", "ObjectNotFound", "ResourceNotFound", "already_exists", "bad_request", "conflict",
+    "endpoint_not_found", "error_for_code", "forbidden_change", "gone", "invalid", "method_not_allowed",
+    "not_acceptable", "not_found", "resource_not_found", "status_body", "unsupported_media_type",
 ]
 
 _REASONS = {

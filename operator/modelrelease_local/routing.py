@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -316,13 +316,14 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
         return self._events(record_base, watcher, [], render, deadline)
 
     async def _events(self, record_base: Mapping[str, Any], watcher: Watcher | None, first: list[dict[str, Any]],
-                      render: Any = None, deadline: float | None = None) -> AsyncIterator[kmock.Payload]:
+                      render: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+                      deadline: float | None = None) -> AsyncIterator[kmock.Payload]:
         try:
             yield b""  # kmock sends the headers with the first chunk: send them now, even if nothing happens
             self.log.append(RequestRecord(**record_base, status=200))
             for event in first:
                 yield event
-            while watcher is not None:
+            while watcher is not None and render is not None:
                 try:
                     # The deadline bounds each wait for an event, never the writes between them.
                     async with asyncio.timeout_at(deadline):
