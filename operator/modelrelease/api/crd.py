@@ -7,6 +7,7 @@ Kubernetes does not accept.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from modelrelease import api
@@ -18,6 +19,9 @@ _DROP = {"title", "default", "$defs"}
 
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in node:
+        # Inlining a model: the keywords written at the field (its description above all) win over the
+        # model's own, so one model can be described differently where it is used (status.stable,
+        # status.canary, status.history[]); the model's class docstring is only the fallback.
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs)
@@ -26,6 +30,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         types = {o.get("type") for o in options}
         if len(options) == 1:
+            # `X | None`: the field's keywords (description, default) sit beside the anyOf and win.
             return _structural({**options[0], **rest}, defs)
         if types == {"string", "integer"}:
             return {**_clean(rest), "x-kubernetes-int-or-string": True}
@@ -58,13 +63,34 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clean(node: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in node.items() if k not in _DROP}
+    out = {k: v for k, v in node.items() if k not in _DROP}
+    if isinstance(out.get("description"), str):
+        out["description"] = _prose(out["description"])
+    return out
+
+
+def _prose(docstring: str) -> str:
+    """A docstring as kubectl explain should show it: its line breaks were only for the source, so each
+    paragraph becomes one line (kubectl wraps it to the terminal); blank lines still part paragraphs."""
+    return "\n\n".join(" ".join(part.split()) for part in re.split(r"\n\s*\n", docstring.strip()))
 
 
 def schema_of(model: type) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
     return _structural(raw, raw.get("$defs", {}))
 
+
+# The descriptions Kubernetes gives TypeMeta's fields (what controller-gen writes into every CRD).
+API_VERSION_DESCRIPTION = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers should convert "
+    "recognized schemas to the latest internal value, and may reject unrecognized values. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"
+)
+KIND_DESCRIPTION = (
+    "Kind is a string value representing the REST resource this object represents. Servers may infer this "
+    "from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"
+)
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -109,8 +135,11 @@ def build_crd() -> dict[str, Any]:
                             "description": "A model trained, gated and released in stages, with canaries.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {"type": "string", "description": API_VERSION_DESCRIPTION},
+                                "kind": {"type": "string", "description": KIND_DESCRIPTION},
+                                # Only `type: object` is allowed here: the API server rejects a CRD whose
+                                # root metadata schema says anything else, a description included, and
+                                # publishes ObjectMeta with its standard description in its place.
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
                                 "status": status_schema,

@@ -55,29 +55,44 @@ class StatusModel(WireModel):
 
 class ModelVersion(StatusModel):
     id: str
-    """Content hash of the model (sha256:...) or, for a prebuilt model, of its URI."""
+    """Version id: the model's content hash, sha256:<64 hex digits>, or for a prebuilt model uri:<sha256 of its
+    modelUri>. Passed to the server as MODEL_VERSION and filled into queries as {{ version }}."""
     name: str
-    """Short display name, <stage>-<first 12 hex digits of the id>; accepted by actions.undo."""
+    """Short display name, <stage>-<first 12 hex digits of the id>, e.g. grow-3f2a9c1b7d4e; shown by kubectl get and
+    accepted by actions.undo."""
     path: str
-    """Artifact folder on the model volume."""
+    """Artifact folder on the model volume, passed to the server as MODEL_PATH; for a prebuilt model, its modelUri."""
     stage: str
+    """Name of the stage that produced it."""
     metrics: dict[str, float] = Field(default_factory=dict)
+    """Offline metrics the trainer reported (accuracy, precision, recall, f1, loss, ...), by name; empty for a
+    prebuilt model."""
     trained_at: str | None = None
+    """RFC 3339 time the trainer finished; unset for a prebuilt model."""
     parent: str | None = None
-    """The version this one was trained from (lineage)."""
+    """Id of the version this one was trained from (lineage); unset when trained from scratch or prebuilt."""
     data_source: str | None = None
+    """The data source the trainer read (the stage's training.data); unset for a prebuilt model."""
     job_name: str | None = None
+    """Name of the Job that trained it; unset for a prebuilt model."""
     released_at: str | None = None
+    """RFC 3339 time it became stable; set on status.stable and status.history entries."""
     restored: bool = False
-    """True for a history entry made by actions.undo."""
+    """True for a history entry made by actions.undo. Default false."""
 
 
 class GateResult(StatusModel):
     metric: str
+    """The gate's metric: accuracy, precision, recall, f1 or loss."""
     value: float | None = None
+    """The candidate model's value of the metric; unset when the trainer reported none."""
     bound: str
+    """The bound checked, e.g. >= 0.85 or >= stable.f1 - 0.02 (stable 0.91); `reported` when the metric is missing or
+    not a number."""
     verdict: Verdict
+    """Pass, Fail or Skipped (a bound relative to the stable model when there is no stable value)."""
     message: str = ""
+    """Why the bound was skipped or the metric unusable; empty otherwise."""
 
 
 StagePhase = Literal["Pending", "Training", "Canary", "Succeeded", "Failed"]
@@ -89,91 +104,157 @@ TRAINED_STAGE_PHASES: frozenset[StagePhase] = frozenset({"Canary", "Succeeded", 
 
 class StageRecord(StatusModel):
     name: str
+    """Stage name, as in spec.stages[]."""
     phase: StagePhase = "Pending"
+    """Where this stage is: Pending, Training, Canary, Succeeded or Failed. Default Pending."""
     attempt: int = 1
+    """Attempt number: 1, plus one for each actions.retry that trains the stage again; part of the Job name. Default
+    1."""
     job_name: str | None = None
+    """Name of the training Job of the current attempt; unset for a prebuilt model."""
     started_at: str | None = None
+    """RFC 3339 time the current attempt of the stage started."""
     finished_at: str | None = None
+    """RFC 3339 time its training ended, or the stage failed or was closed by a promotion."""
     version: ModelVersion | None = None
+    """The model this stage produced, also when it then failed a gate."""
     gates: list[GateResult] = Field(default_factory=list)
+    """One result per gate bound, in the order of the stage's gates."""
     message: str = ""
+    """Why the stage failed (the Job's failure reason, the failed gate, ...); empty otherwise."""
 
 
 class CheckRecord(StatusModel):
     name: str
+    """The check's name in spec.analysis.checks."""
     verdict: Verdict
+    """Pass, Fail, Inconclusive or Error."""
     value: float | None = None
+    """The canary's value; unset without data."""
     stable_value: float | None = None
+    """The stable model's value; unset when it was not queried (no ratio bound, or weight 100) or had no data."""
     bound: str = ""
+    """The bounds applied, e.g. <= 0.02 or canary/stable <= 1.2."""
     reason: str = ""
+    """Why this verdict, e.g. within bounds, waiting for traffic: 3 samples, need 20, 0.08 > 0.02, or the query
+    error."""
 
 
 class AnalysisRecord(StatusModel):
     version: str | None = None
-    """The canary version these counters belong to; a new canary starts them afresh."""
+    """Id of the canary version these counters belong to; a new canary starts them afresh."""
     started_at: str | None = None
+    """RFC 3339 time this canary started serving; the first run is one interval later."""
     last_run_at: str | None = None
+    """RFC 3339 time of the last counted run."""
     last_run_passed: bool = False
+    """Whether the last run's verdict was Pass; a step ends only after a passing run within it."""
     runs: int = 0
+    """Runs counted for this canary."""
     successes: int = 0
+    """Runs that passed."""
     failures: int = 0
+    """Runs that failed, over all steps; more than spec.analysis.failureLimit rolls back."""
     inconclusive: int = 0
-    """Consecutive inconclusive runs."""
+    """Inconclusive runs since the last decisive (passing or failing) run; more than spec.analysis.inconclusiveLimit
+    pauses the release."""
     consecutive_errors: int = 0
+    """Runs with query errors since the last decisive (passing or failing) run; more than
+    spec.analysis.consecutiveErrorLimit pauses the release."""
     checks: list[CheckRecord] = Field(default_factory=list)
+    """The last run's results, one per check."""
 
 
 class Condition(StatusModel):
     type: str
+    """Condition type: Ready, Progressing, Degraded, Paused, TrainingSucceeded or InvalidSpec."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: str
+    """CamelCase reason for the status, e.g. StableServing, GateFailed, InconclusiveAnalysis."""
     message: str = ""
+    """Human-readable details; may be empty."""
     last_transition_time: str
+    """RFC 3339 time the status last flipped."""
     observed_generation: int | None = None
+    """metadata.generation of the spec the condition was set from."""
 
 
 class HandledActions(StatusModel):
     promote: str | None = None
+    """The last spec.actions.promote request id handled."""
     promote_full: str | None = None
+    """The last spec.actions.promoteFull request id handled."""
     abort: str | None = None
+    """The last spec.actions.abort request id handled."""
     retry: str | None = None
+    """The last spec.actions.retry request id handled."""
     undo: str | None = None
+    """The last spec.actions.undo.requestId handled."""
 
 
 class Failure(StatusModel):
     """Why the release rolled back or failed, in numbers."""
 
     reason: str
+    """TrainingFailed, GateFailed, AnalysisFailed or Aborted."""
     message: str
+    """What happened, the same message as the Warning event."""
     stage: str | None = None
+    """The stage it happened in: the current stage, or for AnalysisFailed the stage whose canary failed."""
     check: str | None = None
+    """For AnalysisFailed: the first failing check."""
     value: float | None = None
+    """The failing value: the gate's metric value or the check's canary value."""
     bound: str | None = None
+    """The bound it broke, e.g. accuracy >= 0.92 or <= 0.02."""
     at: str
+    """RFC 3339 time it happened."""
 
 
 class ModelReleaseStatus(StatusModel):
     phase: Phase = "Pending"
+    """Pending, Training, Progressing, Paused, Promoting, Released, RollingBack, RolledBack, Failed or Invalid (the
+    Phase printer column). Default Pending."""
     message: str = ""
+    """What is happening now, or what went wrong, in one line."""
     observed_generation: int | None = None
+    """metadata.generation of the spec last acted on (planned, or rejected as Invalid)."""
     run: int = 0
-    """Counts the starts of this release (one more per spec change); part of Job names, so a spec
-    that changes back never meets the Jobs of an earlier run."""
+    """Counts the starts of this release: 1 at creation, one more per spec change. Part of Job names, so a spec that
+    changes back never meets the Jobs of an earlier run."""
     spec_hash: str | None = None
-    """Hash of model, training and stages; a change restarts the release."""
+    """16 hex digits: hash of spec.model, spec.training and spec.stages; a change restarts the release."""
     current_stage: str | None = None
-    """Name of the stage at stageIndex (for printer columns)."""
+    """Name of the stage at stageIndex (the Stage printer column)."""
     stage_index: int = 0
+    """Index of the current stage in spec.stages, from 0."""
     step_index: int = 0
+    """Index of the current step in that stage's steps, from 0."""
     step_started_at: str | None = None
+    """RFC 3339 time the current step began, or its wait restarted after a pause; the step may end at this time plus
+    its duration."""
     canary_weight: int = 0
+    """Percent of serving replicas given to the canary, 0 to 100: the current step's weight (the Weight printer
+    column). It stays at the last step's weight while the next stage trains and while Promoting, and is 0 without
+    a canary and after a rollback."""
     stable: ModelVersion | None = None
+    """The version the stable Deployment serves; unset until the first release."""
     canary: ModelVersion | None = None
+    """The version the canary Deployment serves; unset when there is no canary."""
     stages: list[StageRecord] = Field(default_factory=list)
+    """One record per entry of spec.stages, in order."""
     analysis: AnalysisRecord = AnalysisRecord()
+    """Counters and last results of the current canary's analysis."""
     history: list[ModelVersion] = Field(default_factory=list)
+    """Released versions, oldest first, at most spec.revisionHistoryLimit; the last entry is the current stable
+    model."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Kubernetes conditions: Ready, Progressing, Degraded, Paused, TrainingSucceeded and InvalidSpec."""
     handled_actions: HandledActions = HandledActions()
+    """The last request id handled for each action of spec.actions."""
     failure: Failure | None = None
+    """Why the release rolled back or failed; cleared by a spec change, actions.retry and actions.undo."""
     pause_reason: str | None = None
-    """Why the operator paused the release itself (e.g. inconclusive analysis)."""
+    """Why the operator paused the release itself: InconclusiveAnalysis or AnalysisErrors; unset for a pause by
+    spec.paused."""
