@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("crd", help="print the CustomResourceDefinition as YAML")
+    commands.add_parser("argocd-cm", help="print the argocd-cm entries: the ModelRelease health check and actions")
     commands.add_parser("local", help="the embedded default: local up | down | demo (see `modelrelease local -h`)",
                         add_help=False)
     return parser
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "argocd-cm":
+        from modelrelease.argocd import argocd_cm, to_yaml
+
+        sys.stdout.write(to_yaml(argocd_cm()))
     if args.command == "crd":
         import yaml
 

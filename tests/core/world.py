@@ -99,6 +99,7 @@ class World:
     instant_ready: bool = True
     metrics: dict[str, Measurement] = field(default_factory=lambda: dict(HEALTHY))
     generation: int = 1
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, raw: dict[str, Any] | None = None, **kw: Any) -> World:
@@ -118,7 +119,7 @@ class World:
 
     def step(self, measure: bool = True) -> Plan:
         result = plan(self.spec, self.status, self.observations(measure), self.now,
-                      release="digits", generation=self.generation)
+                      release="digits", generation=self.generation, annotations=self.annotations)
         self.plans.append(result)
         self.apply(result)
         return result

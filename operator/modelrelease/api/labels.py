@@ -14,3 +14,19 @@ LABEL_VERSION = "modelrelease.io/version"
 LABEL_STAGE = "modelrelease.io/stage"
 ANNOTATION_VERSION_ID = "modelrelease.io/version-id"
 ANNOTATION_SERVING_HASH = "modelrelease.io/serving-hash"
+
+# What a person asks for without touching the spec (the kubectl plugin, Argo CD actions): Git never
+# holds these annotations, so a GitOps tool sees no drift. Each one-shot request carries a request id
+# that fires at most once in the release's life, exactly as the same request in spec.actions.
+REQUEST_PREFIX = "request.modelrelease.io/"
+ANNOTATION_REQUESTS = {
+    "promote": REQUEST_PREFIX + "promote",
+    "promote_full": REQUEST_PREFIX + "promote-full",
+    "abort": REQUEST_PREFIX + "abort",
+    "retry": REQUEST_PREFIX + "retry",
+    "undo": REQUEST_PREFIX + "undo",
+}
+ANNOTATION_UNDO_TO = REQUEST_PREFIX + "undo-to"
+"""The version an undo request restores (a name or id from status.history, or a unique prefix)."""
+ANNOTATION_PAUSED = "modelrelease.io/paused"
+"""\"true\" holds the release as spec.paused does, without a change to the spec."""

@@ -180,17 +180,38 @@ class Condition(StatusModel):
     """metadata.generation of the spec the condition was set from."""
 
 
+ActionKind = Literal["promote", "promote_full", "abort", "retry", "undo"]
+
+
 class HandledActions(StatusModel):
     promote: str | None = None
-    """The last spec.actions.promote request id handled."""
+    """The last promote request id handled (from spec.actions or an annotation)."""
     promote_full: str | None = None
-    """The last spec.actions.promoteFull request id handled."""
+    """The last promoteFull request id handled (from spec.actions or an annotation)."""
     abort: str | None = None
-    """The last spec.actions.abort request id handled."""
+    """The last abort request id handled (from spec.actions or an annotation)."""
     retry: str | None = None
-    """The last spec.actions.retry request id handled."""
+    """The last retry request id handled (from spec.actions or an annotation)."""
     undo: str | None = None
-    """The last spec.actions.undo.requestId handled."""
+    """The last undo request id handled (from spec.actions or an annotation)."""
+
+
+class HandledRequest(StatusModel):
+    """One request id the operator has handled: it never fires again in this release's life."""
+
+    id: str
+    """The request id, as the request carried it."""
+    action: ActionKind
+    """Which action: promote, promote_full, abort, retry or undo."""
+    source: Literal["spec", "annotation"]
+    """Where it came from: spec.actions, or a request.modelrelease.io/ annotation (kubectl plugin, Argo CD)."""
+    outcome: Literal["Handled", "Ignored"]
+    """Handled: the action was carried out. Ignored: it did not apply then (message says why); it is
+    still used up."""
+    message: str = ""
+    """Why an ignored request did not apply."""
+    at: str
+    """When it was handled (RFC 3339, UTC)."""
 
 
 class Failure(StatusModel):
@@ -252,7 +273,10 @@ class ModelReleaseStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     """Kubernetes conditions: Ready, Progressing, Degraded, Paused, TrainingSucceeded and InvalidSpec."""
     handled_actions: HandledActions = HandledActions()
-    """The last request id handled for each action of spec.actions."""
+    """The last request id handled for each action."""
+    handled_requests: list[HandledRequest] = Field(default_factory=list)
+    """Every request id handled, newest last (the most recent 100): an id in here never fires again,
+    whatever order ids arrive in (Git restoring an older id is a no-op)."""
     failure: Failure | None = None
     """Why the release rolled back or failed; cleared by a spec change, actions.retry and actions.undo."""
     pause_reason: str | None = None

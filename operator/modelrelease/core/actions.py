@@ -1,6 +1,8 @@
-"""One-shot actions carried as request ids: each new id is handled once and recorded."""
+"""One-shot actions carried as request ids: each new id is handled once and recorded (see core.requests)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from modelrelease.api.status import (
     IN_FLIGHT_PHASES,
@@ -12,32 +14,37 @@ from modelrelease.api.status import (
 )
 from modelrelease.core import stages
 from modelrelease.core.draft import Draft
+from modelrelease.core.requests import Request, record, requests_of, was_handled
 
 
-def handle_actions(draft: Draft) -> None:
-    requested = draft.spec.actions
-    handled = draft.status.handled_actions
-    undo_id = requested.undo.request_id if requested.undo else None
-    # Order matters when several arrive at once: stopping wins over moving forward.
-    for kind, request_id in (
-        ("abort", requested.abort),
-        ("undo", undo_id),
-        ("retry", requested.retry),
-        ("promote_full", requested.promote_full),
-        ("promote", requested.promote),
-    ):
-        if request_id is None or getattr(handled, kind) == request_id:
+def handle_actions(draft: Draft, annotations: Mapping[str, str]) -> None:
+    fired: set[str] = set()
+    for request in requests_of(draft.spec, annotations):
+        if was_handled(draft.status, request):
             continue
-        draft.set(handled_actions=draft.status.handled_actions.model_copy(update={kind: request_id}))
-        outcome = _HANDLERS[kind](draft)
-        label = kind.replace("_f", "F")
-        if outcome:
-            draft.event("ActionIgnored", f"{label} {request_id!r} ignored: {outcome}", "Warning")
+        if request.kind in fired:
+            # The same action from the spec and from an annotation at once: one is enough.
+            outcome: str | None = f"another {request.label} request was handled in the same pass"
         else:
-            draft.event("ActionHandled", f"{label} {request_id!r} handled")
+            fired.add(request.kind)
+            outcome = _HANDLERS[request.kind](draft, request)
+        source = "" if request.source == "spec" else " (annotation)"
+        draft.set(**record(draft.status, request, "Ignored" if outcome else "Handled", outcome or "", draft.now_iso))
+        if outcome:
+            draft.event("ActionIgnored", f"{request.label} {request.id!r}{source} ignored: {outcome}", "Warning")
+        else:
+            draft.event("ActionHandled", f"{request.label} {request.id!r}{source} handled")
 
 
-def _abort(draft: Draft) -> str | None:
+def adopt_present_requests(draft: Draft, annotations: Mapping[str, str]) -> None:
+    """Request ids in a brand-new release were meant for an earlier object (a manifest re-applied
+    by Argo CD, a copied example): record them as handled so they never fire on creation."""
+    for request in requests_of(draft.spec, annotations):
+        draft.set(**record(draft.status, request, "Ignored", "present when the release was created",
+                           draft.now_iso))
+
+
+def _abort(draft: Draft, request: Request) -> str | None:
     if draft.status.phase not in IN_FLIGHT_PHASES:
         return f"nothing to abort in phase {draft.status.phase}"
     stages.roll_back(draft, "Aborted", "aborted by request: canary withdrawn, stable on all replicas")
@@ -55,9 +62,10 @@ def _find_version(draft: Draft, wanted: str) -> ModelVersion | list[str]:
     return [v.name for v in kept]
 
 
-def _undo(draft: Draft) -> str | None:
-    assert draft.spec.actions.undo is not None
-    wanted = draft.spec.actions.undo.to_version
+def _undo(draft: Draft, request: Request) -> str | None:
+    wanted = request.to_version
+    if not wanted:
+        return "no version named; set the annotation request.modelrelease.io/undo-to as well"
     found = _find_version(draft, wanted)
     if isinstance(found, list):
         kept = ", ".join(found) or "none"
@@ -75,7 +83,7 @@ def _stop_training(draft: Draft) -> None:
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message="stopped by request")
 
 
-def _retry(draft: Draft) -> str | None:
+def _retry(draft: Draft, request: Request) -> str | None:
     status = draft.status
     if status.phase == "Paused" and status.pause_reason is not None:
         analysis = status.analysis.model_copy(update={"inconclusive": 0, "consecutive_errors": 0})
@@ -106,7 +114,7 @@ def _retry(draft: Draft) -> str | None:
     return None
 
 
-def _promote(draft: Draft) -> str | None:
+def _promote(draft: Draft, request: Request) -> str | None:
     status = draft.status
     if draft.status.canary is None or draft.record.phase != "Canary":
         return "no canary step to finish"
@@ -118,7 +126,7 @@ def _promote(draft: Draft) -> str | None:
     return None
 
 
-def _promote_full(draft: Draft) -> str | None:
+def _promote_full(draft: Draft, request: Request) -> str | None:
     status = draft.status
     if status.canary is None:
         return "there is no canary to promote"

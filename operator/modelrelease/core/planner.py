@@ -7,23 +7,25 @@ transitions, objects are created only when not observed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
+from modelrelease.api.labels import ANNOTATION_PAUSED
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import (
     MOVING_REPLICAS_PHASES,
     TERMINAL_PHASES,
     AnalysisRecord,
-    HandledActions,
     ModelReleaseStatus,
     StageRecord,
 )
 from modelrelease.core import analysis, stages
-from modelrelease.core.actions import handle_actions
+from modelrelease.core.actions import adopt_present_requests, handle_actions
 from modelrelease.core.draft import Draft
 from modelrelease.core.measurement import AnalysisRun
 from modelrelease.core.model import Observations, Plan
 from modelrelease.core.naming import spec_hash
+from modelrelease.core.requests import held_by_annotation
 from modelrelease.core.serving import converge_serving, requeue_after, update_conditions
 
 
@@ -35,12 +37,15 @@ def plan(
     *,
     release: str,
     generation: int | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> Plan:
+    """``annotations`` are the release's own: requests (core.requests) and the pause hold."""
     draft = Draft(spec, status, observed, now, release, generation)
-    _follow_spec(draft)
+    requested = annotations or {}
+    _follow_spec(draft, requested)
     _recover_from_invalid(draft)
-    handle_actions(draft)
-    _follow_pause(draft)
+    handle_actions(draft, requested)
+    _follow_pause(draft, held_by_annotation(requested))
     _advance(draft)
     converge_serving(draft)
     update_conditions(draft)
@@ -54,7 +59,7 @@ def fresh_records(spec: ModelReleaseSpec) -> list[StageRecord]:
     return [StageRecord(name=stage.name) for stage in spec.stages]
 
 
-def _follow_spec(draft: Draft) -> None:
+def _follow_spec(draft: Draft, annotations: Mapping[str, str]) -> None:
     digest = spec_hash(draft.spec)
     previous = draft.status.spec_hash
     if previous == digest:
@@ -67,7 +72,7 @@ def _follow_spec(draft: Draft) -> None:
             f"{draft.spec.stages[0].name} against the current stable model",
         )
     if previous is None:
-        _adopt_present_actions(draft)
+        adopt_present_requests(draft, annotations)
     draft.set(
         spec_hash=digest,
         run=draft.status.run + 1,
@@ -85,16 +90,6 @@ def _follow_spec(draft: Draft) -> None:
     )
 
 
-def _adopt_present_actions(draft: Draft) -> None:
-    """Request ids in a brand-new release were meant for an earlier object (a manifest re-applied
-    by Argo CD, a copied example): record them as handled so they never fire on creation."""
-    requested = draft.spec.actions
-    draft.set(handled_actions=HandledActions(
-        promote=requested.promote, promote_full=requested.promote_full, abort=requested.abort,
-        retry=requested.retry, undo=requested.undo.request_id if requested.undo else None,
-    ))
-
-
 def _recover_from_invalid(draft: Draft) -> None:
     """The spec is valid again (the runtime never plans an invalid one): carry on where it was."""
     if draft.status.phase != "Invalid":
@@ -108,14 +103,16 @@ def _recover_from_invalid(draft: Draft) -> None:
     draft.event("SpecValid", "the spec is valid again")
 
 
-def _follow_pause(draft: Draft) -> None:
+def _follow_pause(draft: Draft, held: bool) -> None:
     status = draft.status
     if status.phase in TERMINAL_PHASES or status.phase in MOVING_REPLICAS_PHASES:
         return
-    if draft.spec.paused and status.phase != "Paused":
-        draft.set(phase="Paused", message="paused by spec.paused")
-        draft.event("Paused", "the release is paused (spec.paused)")
-    elif not draft.spec.paused and status.phase == "Paused" and status.pause_reason is None:
+    paused = draft.spec.paused or held
+    by = "spec.paused" if draft.spec.paused else f"the annotation {ANNOTATION_PAUSED}"
+    if paused and status.phase != "Paused":
+        draft.set(phase="Paused", message=f"paused by {by}")
+        draft.event("Paused", f"the release is paused ({by})")
+    elif not paused and status.phase == "Paused" and status.pause_reason is None:
         # A step restarts its wait after a pause, so a step never ends unobserved.
         draft.set(phase=stages.active_phase(draft), step_started_at=draft.now_iso, message="resumed")
         draft.event("Resumed", "the release resumed")

@@ -86,9 +86,10 @@ def update_conditions(draft: Draft) -> None:
         failure.message if degraded and failure else "", now, gen,
     )
     paused = status.phase == "Paused"
+    held_by = "PausedBySpec" if draft.spec.paused else "PausedByRequest"
     conditions = set_condition(
         conditions, "Paused", paused,
-        (status.pause_reason or "PausedBySpec") if paused else "NotPaused",
+        (status.pause_reason or held_by) if paused else "NotPaused",
         status.message if paused else "", now, gen,
     )
     trained = [r for r in status.stages if r.job_name and r.phase in TRAINED_STAGE_PHASES]

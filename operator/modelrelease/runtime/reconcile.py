@@ -31,8 +31,18 @@ class PassResult:
 
 
 def status_wire(status: ModelReleaseStatus) -> dict[str, Any]:
-    # Keep explicit nulls: in a merge patch they delete what the operator no longer knows (e.g. canary).
-    return status.model_dump(by_alias=True, mode="json")
+    # Explicit nulls in objects delete, in a merge patch, what the operator no longer knows (e.g. the
+    # canary). Inside lists a null deletes nothing (a list is replaced whole) and a real API server
+    # prunes it from a structural schema, so list items carry only the fields they have.
+    return _drop_nulls_in_lists(status.model_dump(by_alias=True, mode="json"))
+
+
+def _drop_nulls_in_lists(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls_in_lists(v, in_list) for k, v in value.items() if not (in_list and v is None)}
+    if isinstance(value, list):
+        return [_drop_nulls_in_lists(item, True) for item in value]
+    return value
 
 
 def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus, namespace: str, release: str,
@@ -70,7 +80,8 @@ def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str,
     except InvalidSpecError as exc:
         return _reject(cluster, obj, current, exc, now, emit)
     observed = observe(cluster, spec, current, namespace, name, providers, now)
-    result = plan(spec, current, observed, now, release=name, generation=generation)
+    annotations = obj["metadata"].get("annotations") or {}
+    result = plan(spec, current, observed, now, release=name, generation=generation, annotations=annotations)
     execute(cluster, spec, obj, result.actions, emit)
     changed = result.status != current
     if changed:
