@@ -17,8 +17,9 @@ def _local(state: pathlib.Path, *args: str) -> list[str]:
 
 
 def _kubectl(kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(['kubectl', '--kubeconfig', str(kubeconfig), *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+    path = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(['kubectl', *args, '--kubeconfig', str(kubeconfig)], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, 'PATH': path})
 
 
 def test_up_serves_kubectl_and_down_stops_everything(no_leftovers: pathlib.Path) -> None:
@@ -33,6 +34,8 @@ def test_up_serves_kubectl_and_down_stops_everything(no_leftovers: pathlib.Path)
         crds = _kubectl(kubeconfig, 'get', 'crd', '-o', 'name')
         assert 'modelreleases.modelrelease.io' in crds.stdout
         wait_for(lambda: 'operator.log' in os.listdir(state / 'logs'), message='the operator to start')
+        plugin = _kubectl(kubeconfig, 'modelrelease', 'list')  # kubectl finds the plugin on PATH
+        assert plugin.returncode == 0 and 'No ModelReleases in default' in plugin.stdout, plugin
 
         again = subprocess.run(_local(state, 'up'), capture_output=True, text=True, timeout=60, check=False)
         assert again.returncode == 1 and 'Already up' in again.stdout

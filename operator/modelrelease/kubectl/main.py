@@ -19,7 +19,6 @@ from rich.console import Console
 
 from modelrelease.api.labels import ANNOTATION_PAUSED, ANNOTATION_REQUESTS, ANNOTATION_UNDO_TO
 from modelrelease.api.status import TERMINAL_PHASES
-from modelrelease.core.timestamps import format_timestamp
 from modelrelease.kubectl import render
 from modelrelease.kubectl.client import Object, PluginError, ReleaseClient
 
@@ -262,7 +261,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entrypoint() -> None:
     sys.exit(main())
-
-
-# Only for the timestamp of messages a person reads later.
-__all__ = ["entrypoint", "format_timestamp", "main"]

@@ -79,7 +79,7 @@ def _track(label: str, version: ModelVersion | None, replicas: Mapping[str, tupl
     ready, wanted = replicas.get(label, (0, 0))
     text = Text(f"{label:<7}", style="bold")
     text.append(f"{_version(version)}  ")
-    text.append(f"ready {ready}/{wanted}")
+    text.append(f"{wanted} replicas, {ready} ready")
     if extra:
         text.append(f"  {extra}")
     return text
@@ -161,18 +161,26 @@ def release_tree(obj: Object, replicas: Mapping[str, tuple[int, int]], events: S
     return tree
 
 
+def _short_time(timestamp: str | None) -> str:
+    return timestamp.replace("T", " ").removesuffix("Z")[:16] if timestamp else "-"
+
+
 def history_table(obj: Object) -> Table:
+    """Kept versions, oldest first, with their lineage; parents are named wherever status knows them."""
     status = status_of(obj)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("", "VERSION", "STAGE", "PARENT", "DATA", "METRICS", "TRAINED", "RELEASED"):
-        table.add_column(column)
-    names = {v.id: v.name for v in status.history}
+        table.add_column(column, no_wrap=column not in ("DATA", "METRICS"))
+    known = [*status.history, *(r.version for r in status.stages if r.version), status.stable, status.canary]
+    names = {v.id: v.name for v in known if v is not None}
     for version in status.history:
-        mark = "stable" if status.stable and version.id == status.stable.id and version.released_at == \
-            status.stable.released_at else ("restored" if version.restored else "")
-        parent = names.get(version.parent or "", (version.parent or "-")[:19])
+        current = status.stable is not None and (version.id, version.released_at) == (
+            status.stable.id, status.stable.released_at)
+        mark = "stable" if current else ("restored" if version.restored else "")
+        parent = names.get(version.parent, version.parent[:19]) if version.parent else "-"
         table.add_row(mark, version.name, version.stage, parent, version.data_source or "-",
-                      _metrics(version.metrics), version.trained_at or "-", version.released_at or "-")
+                      _metrics(version.metrics, ("accuracy", "f1")), _short_time(version.trained_at),
+                      _short_time(version.released_at))
     return table
 
 
