@@ -15,6 +15,7 @@ from tests.chart.rendering import CHART, REPO, HelmError, Rendered, lint, render
 
 KUBERNETES_VERSION = "1.33"
 WATCHED = ["team-a", "team-b"]
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,19 @@ def customised() -> Rendered:
         "podAnnotations": {"example.com/team": "ml"},
         "priorityClassName": "system-cluster-critical",
     }, release="custom", namespace="ops")
+
+
+def operator_cluster_role(rendered: Rendered) -> dict[str, Any]:
+    """The one ClusterRole for the operator; the aggregated ones are for people (test_user_rbac.py)."""
+    found = [obj for obj in rendered.of_kind("ClusterRole")
+             if not any(key.startswith(AGGREGATE) for key in obj["metadata"].get("labels") or {})]
+    assert len(found) == 1, [obj["metadata"]["name"] for obj in found]
+    return found[0]
+
+
+def aggregated_role_names(rendered: Rendered) -> list[str]:
+    return sorted(obj["metadata"]["name"] for obj in rendered.of_kind("ClusterRole")
+                  if any(key.startswith(AGGREGATE) for key in obj["metadata"].get("labels") or {}))
 
 
 def rules_of(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,7 +110,8 @@ def test_every_rendered_object_is_valid(default: Rendered, namespaced: Rendered,
     objects = [crd, *default.objects, *namespaced.objects, *namespaced_with_reads.objects, *customised.objects]
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    assert len(objects) == 1 + 4 + 6 + 8 + 3  # none skipped: the CRD and each render's objects
+    # None skipped: the CRD and each render's objects, two of them the aggregated roles for people.
+    assert len(objects) == 1 + (4 + 2) + (6 + 2) + (8 + 2) + (3 + 2)
 
 
 def test_strict_validation_would_catch_a_typo(default: Rendered):
@@ -159,8 +174,9 @@ def test_operator_arguments_and_probes(default: Rendered):
 # RBAC.
 
 def test_cluster_wide_rbac(default: Rendered):
-    assert default.kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
-    role, binding = default.one("ClusterRole"), default.one("ClusterRoleBinding")
+    assert default.kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert aggregated_role_names(default) == ["mro-model-release-operator-edit", "mro-model-release-operator-view"]
+    role, binding = operator_cluster_role(default), default.one("ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
     account = default.one("ServiceAccount")["metadata"]
@@ -196,11 +212,13 @@ def test_no_wildcards_no_escalation(default: Rendered, namespaced: Rendered, nam
 
 
 def test_watch_namespaces_use_roles_instead_of_a_cluster_role(default: Rendered, namespaced: Rendered):
-    assert namespaced.kinds == ["Deployment", "Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
-    assert not namespaced.of_kind("ClusterRole") and not namespaced.of_kind("ClusterRoleBinding")
+    assert namespaced.kinds == ["ClusterRole", "ClusterRole", "Deployment", "Role", "Role", "RoleBinding",
+                                "RoleBinding", "ServiceAccount"]
+    # Cluster-scoped, only the aggregated roles for people, which grant the operator nothing.
+    assert len(aggregated_role_names(namespaced)) == 2 and not namespaced.of_kind("ClusterRoleBinding")
     roles = {role["metadata"]["namespace"]: role for role in namespaced.of_kind("Role")}
     assert sorted(roles) == WATCHED
-    cluster_grants = grants(rules_of(default.one("ClusterRole")))
+    cluster_grants = grants(rules_of(operator_cluster_role(default)))
     for namespace, role in roles.items():
         # The same rules as cluster-wide, less the cluster-scoped CRD observation.
         assert grants(rules_of(role)) == {g for g in cluster_grants if g[0] != "apiextensions.k8s.io"}
@@ -216,7 +234,7 @@ def test_watch_namespaces_use_roles_instead_of_a_cluster_role(default: Rendered,
 
 def test_namespaced_mode_may_add_read_only_cluster_observation(namespaced_with_reads: Rendered):
     assert len(namespaced_with_reads.of_kind("Role")) == 2
-    observe = namespaced_with_reads.one("ClusterRole")
+    observe = operator_cluster_role(namespaced_with_reads)
     assert grants(rules_of(observe)) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
@@ -228,8 +246,8 @@ def test_namespaced_mode_may_add_read_only_cluster_observation(namespaced_with_r
 
 def test_secrets_grant_is_optional_and_can_name_secrets(customised: Rendered):
     without = render({"rbac": {"readSecrets": False}})
-    assert all("secrets" not in rule["resources"] for rule in rules_of(without.one("ClusterRole")))
-    secrets = [rule for rule in rules_of(customised.one("ClusterRole")) if "secrets" in rule["resources"]]
+    assert all("secrets" not in rule["resources"] for rule in rules_of(operator_cluster_role(without)))
+    secrets = [rule for rule in rules_of(operator_cluster_role(customised)) if "secrets" in rule["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["prometheus-token"],
                         "verbs": ["get"]}]
 

@@ -39,6 +39,7 @@ class ReleaseClient:
             api_client = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
         except (kubernetes.config.ConfigException, OSError) as exc:
             raise PluginError(f"cannot read the kubeconfig: {exc}") from None
+        api_client.user_agent = "kubectl-modelrelease/0.1.0"
         self.namespace = namespace or _context_namespace(kubeconfig, context)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
