@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: standalone, one operator replica)")
     run.add_argument("--liveness", metavar="URL", default=None,
                      help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                     help="serve the operator's Prometheus metrics on this port at /metrics (default: off)")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
     run.add_argument("--log-format", choices=["plain", "json"], default="plain")
     run.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("crd", help="print the CustomResourceDefinition as YAML")
@@ -33,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import modelrelease.handlers  # noqa: F401  (registers the handlers)
+    from modelrelease import metrics
+
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_address)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     kopf.run(

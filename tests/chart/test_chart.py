@@ -188,7 +188,7 @@ def test_cluster_wide_rbac(default: Rendered):
         ("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")
     } | {("", "pods", "list"), ("", "pods", "watch")} | {
         ("apps", "deployments", verb) for verb in ("create", "get", "list", "watch", "patch")
-    } | {("", "services", verb) for verb in ("create", "get", "list")} | {
+    } | {("", "services", verb) for verb in ("create", "get", "list", "watch")} | {
         ("", "events", "create"), ("", "secrets", "get"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

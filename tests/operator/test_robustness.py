@@ -105,7 +105,10 @@ def test_idle_and_per_step_write_economy(harness: Harness):
     harness.server.requests.reset()
     harness.prometheus.queries.clear()
     wait_for(lambda: harness.status("digits").get("canaryWeight") == 50, "the step to 50")
-    time.sleep(0.5)  # let the step's writes land
+    # Events are posted after the status patch they describe: wait for the step's one to land.
+    wait_for(lambda: any("/events" in r.path and (r.body or {}).get("reason") == "StepAdvanced"
+                         for r in _writes(harness)), "the StepAdvanced event to be posted")
+    time.sleep(0.5)  # and for anything else the step might (wrongly) still write
     writes = _writes(harness)
     analysis_runs = sum(1 for q in harness.prometheus.queries if q.startswith("error_rate") and "canary" in q)
     deployments = [r for r in writes if "/deployments/" in r.path]

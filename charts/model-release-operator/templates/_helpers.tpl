@@ -71,10 +71,10 @@ rule; tests/chart checks them against the requests of a real operator run).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["create", "get", "list", "watch", "patch"]
-# The Service in front of both Deployments: created once, adopted on 409, listed by label.
+# The Service in front of both Deployments: created once, adopted on 409, watched by label.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "get", "list"]
+  verbs: ["create", "get", "list", "watch"]
 # Events on ModelReleases (kopf posts core/v1 Events; it never patches them).
 - apiGroups: [""]
   resources: ["events"]

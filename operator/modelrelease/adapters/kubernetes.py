@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrelease import api
 from modelrelease.api.labels import LABEL_RELEASE
+from modelrelease.metrics import API_REQUESTS
 
 
 class Conflict(Exception):
@@ -50,11 +51,22 @@ _PATHS = {
 }
 
 
+_shared: client.ApiClient | None = None
+
+
+def shared_api_client() -> client.ApiClient:
+    """One ApiClient (one connection pool) for the whole process, however many releases it drives."""
+    global _shared
+    if _shared is None:
+        _shared = client.ApiClient()
+    return _shared
+
+
 class KubernetesCluster:
     """Raw REST calls through the kubernetes client's ApiClient (auth, TLS and retries included)."""
 
     def __init__(self, api_client: client.ApiClient | None = None):
-        self.api = api_client or client.ApiClient()
+        self.api = api_client or shared_api_client()
 
     def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
               content_type: str = "application/json") -> dict[str, Any]:
@@ -66,6 +78,7 @@ class KubernetesCluster:
         response = self.api.call_api(method, url, header_params=headers, body=payload, post_params=post,
                                      _request_timeout=30)
         data = response.read()
+        API_REQUESTS.labels(method, str(response.status)).inc()
         if response.status >= 400:
             raise ApiException(status=response.status, reason=response.reason, body=data)
         return json.loads(data) if data else {}
@@ -131,7 +144,7 @@ class KubernetesSecretReader:
     """Reads one key of a Secret (analysis auth); the value never leaves memory."""
 
     def __init__(self, api_client: client.ApiClient | None = None):
-        self.core = client.CoreV1Api(api_client)
+        self.core = client.CoreV1Api(api_client or shared_api_client())
 
     def read(self, namespace: str, name: str, key: str) -> str:
         secret = self.core.read_namespaced_secret(name, namespace)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
-from modelrelease.api.status import AnalysisRecord, CheckRecord, Verdict
+from modelrelease.api.status import AnalysisRecord, CheckRecord, ModelReleaseStatus, Verdict
+from modelrelease.core.timestamps import parse_timestamp
 from modelrelease.promql.presets import PRESETS
 
 Outcome = Literal["continue", "rollback", "pause"]
@@ -156,3 +158,29 @@ def tally(
 
 def first_failure(results: list[CheckRecord]) -> CheckRecord | None:
     return next((r for r in results if r.verdict == "Fail"), None)
+
+
+ROUTINE_FLUSH = timedelta(seconds=60)
+"""A passing run that decides nothing is written to status at least this often (see routine_run_only)."""
+_RUN_FIELDS = {"last_run_at", "last_run_passed", "runs", "successes", "checks"}
+
+
+def routine_run_only(written: ModelReleaseStatus, planned: ModelReleaseStatus) -> bool:
+    """Whether ``planned`` differs from the ``written`` status only by passing analysis runs that end
+    no step and no streak, within ROUTINE_FLUSH of the last run that was written.
+
+    Such runs need not cost a status write each: the operator keeps them in memory and writes them with
+    the next write, or after ROUTINE_FLUSH. A restart loses nothing that matters: it runs the analysis
+    again. The operator's metrics carry every run as it happens.
+    """
+    before, after = written.analysis, planned.analysis
+    if not after.last_run_passed or after.last_run_at is None or after.last_run_at == before.last_run_at:
+        return False
+    if before.last_run_at is None or before.version != after.version:
+        return False
+    if parse_timestamp(after.last_run_at) - parse_timestamp(before.last_run_at) >= ROUTINE_FLUSH:
+        return False
+    same_run_state = before.model_dump(exclude=_RUN_FIELDS) == after.model_dump(exclude=_RUN_FIELDS)
+    rest_before = written.model_dump(exclude={"analysis"})
+    rest_after = planned.model_dump(exclude={"analysis"})
+    return same_run_state and rest_before == rest_after

@@ -63,6 +63,8 @@ class ApplyDeployment:
     version: ModelVersion | None
     """The version to serve; None keeps the current template (scaling only)."""
     replicas: int
+    exists: bool = False
+    """The Deployment was observed: patch it, without asking to create it first."""
 
 
 @dataclass(frozen=True)

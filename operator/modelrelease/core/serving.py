@@ -61,7 +61,8 @@ def converge_serving(draft: Draft) -> None:
         # New serving settings (image, port, template) roll the pods in place, no retraining.
         stale = version is not None and seen.serving_hash != settings
         if wrong_version or stale or seen.replicas != replicas:
-            draft.actions.append(ApplyDeployment(track, version if wrong_version or stale else None, replicas))
+            draft.actions.append(
+                ApplyDeployment(track, version if wrong_version or stale else None, replicas, exists=True))
     if draft.status.stable is not None and not draft.observed.service_exists:
         draft.actions.append(EnsureService())
 

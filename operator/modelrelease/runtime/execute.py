@@ -1,4 +1,8 @@
-"""Carry out a plan's actions against the cluster, each one idempotent."""
+"""Carry out a plan's actions against the cluster, each one idempotent.
+
+Events are posted apart (``emit_events``), after the status patch that records what they describe:
+a pass whose status patch loses a race is planned again, and must not have announced anything.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,8 @@ from modelrelease.manifests.serving import build_deployment, build_service, pod_
 EmitFn = Callable[[str, str, str], None]
 
 
-def execute(
-    cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], actions: list[Action], emit: EmitFn
-) -> None:
+def execute(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], actions: list[Action]) -> None:
+    """Every action but events."""
     namespace = owner["metadata"]["namespace"]
     release = owner["metadata"]["name"]
     for action in actions:
@@ -31,9 +34,15 @@ def execute(
         elif isinstance(action, EnsureService):
             cluster.create(build_service(spec, owner))
         elif isinstance(action, EmitEvent):
-            emit(action.type, action.reason, action.message)
+            continue
         else:  # pragma: no cover - the Action union is closed
             raise TypeError(f"unknown action {action!r} for {namespace}/{release}")
+
+
+def emit_events(actions: list[Action], emit: EmitFn) -> None:
+    for action in actions:
+        if isinstance(action, EmitEvent):
+            emit(action.type, action.reason, action.message)
 
 
 def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], action: ApplyDeployment) -> None:
@@ -43,14 +52,16 @@ def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str,
         # Scaling only. The planner asks for this only when the Deployment was observed.
         cluster.merge_patch("Deployment", namespace, name, {"spec": {"replicas": action.replicas}})
         return
-    created = cluster.create(build_deployment(spec, owner, action.track, action.version, action.replicas))
     wanted_template = pod_template(spec, owner["metadata"]["name"], action.track, action.version)
-    current = created.get("spec") or {}
     settings = serving_hash(spec)
-    stale = (created.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_SERVING_HASH) != settings
-    if stale or current.get("replicas") != action.replicas or current.get("template") != wanted_template:
-        # One write for all: a new version or new settings, and the replica count, change together.
-        cluster.merge_patch("Deployment", namespace, name, {
-            "metadata": {"annotations": {ANNOTATION_SERVING_HASH: settings}},
-            "spec": {"replicas": action.replicas, "template": wanted_template},
-        })
+    if not action.exists:
+        created = cluster.create(build_deployment(spec, owner, action.track, action.version, action.replicas))
+        current = created.get("spec") or {}
+        stale = (created.get("metadata") or {}).get("annotations", {}).get(ANNOTATION_SERVING_HASH) != settings
+        if not stale and current.get("replicas") == action.replicas and current.get("template") == wanted_template:
+            return  # just created as wanted (or adopted, already as wanted)
+    # One write for all: a new version or new settings, and the replica count, change together.
+    cluster.merge_patch("Deployment", namespace, name, {
+        "metadata": {"annotations": {ANNOTATION_SERVING_HASH: settings}},
+        "spec": {"replicas": action.replicas, "template": wanted_template},
+    })

@@ -11,12 +11,13 @@ from typing import Any
 from modelrelease.adapters.kubernetes import Cluster
 from modelrelease.adapters.prometheus import MetricsProvider
 from modelrelease.api import InvalidSpecError, ModelReleaseSpec, ModelReleaseStatus, parse_spec
+from modelrelease.core.analysis import routine_run_only
 from modelrelease.core.conditions import set_condition
 from modelrelease.core.measurement import request_measurements
 from modelrelease.core.model import DeploymentObservation, Observations
 from modelrelease.core.planner import plan
 from modelrelease.core.timestamps import format_timestamp
-from modelrelease.runtime.execute import EmitFn, execute
+from modelrelease.runtime.execute import EmitFn, emit_events, execute
 from modelrelease.runtime.measure import read_run
 from modelrelease.runtime.observe import observe_deployment, observe_job
 
@@ -28,6 +29,16 @@ ProviderFactory = Callable[[ModelReleaseSpec, str], MetricsProvider]
 class PassResult:
     requeue_after: float | None
     status_written: bool
+    previous: ModelReleaseStatus | None = None
+    """The status the pass started from (None when there was no release to plan)."""
+    status: ModelReleaseStatus | None = None
+    """The status it left (written or not)."""
+    written: dict[str, Any] | None = None
+    """The release as the status patch returned it: fresher than a watch cache right after the write."""
+    spec: ModelReleaseSpec | None = None
+    """The spec the pass planned with (None for an invalid one)."""
+    deferred: bool = False
+    """The new status holds only routine analysis runs and was kept in memory, not written."""
 
 
 def status_wire(status: ModelReleaseStatus) -> dict[str, Any]:
@@ -69,7 +80,10 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
 
 
 def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str, name: str, now: datetime,
-                   emit: EmitFn) -> PassResult:
+                   emit: EmitFn, *, stored: ModelReleaseStatus | None = None,
+                   defer_routine_runs: bool = False) -> PassResult:
+    """One pass. ``stored`` is the status as the API holds it when the release read carries one kept
+    in memory; with ``defer_routine_runs`` a pass that adds only routine analysis runs writes nothing."""
     obj = cluster.get_release(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return PassResult(None, False)
@@ -82,11 +96,16 @@ def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str,
     observed = observe(cluster, spec, current, namespace, name, providers, now)
     annotations = obj["metadata"].get("annotations") or {}
     result = plan(spec, current, observed, now, release=name, generation=generation, annotations=annotations)
-    execute(cluster, spec, obj, result.actions, emit)
-    changed = result.status != current
-    if changed:
-        cluster.patch_release_status(namespace, name, obj["metadata"]["resourceVersion"], status_wire(result.status))
-    return PassResult(result.requeue_after, changed)
+    routine = not result.actions and result.status != current and routine_run_only(stored or current, result.status)
+    if defer_routine_runs and routine:
+        return PassResult(result.requeue_after, False, current, result.status, None, spec, deferred=True)
+    execute(cluster, spec, obj, result.actions)
+    written = None
+    if result.status != current:
+        written = cluster.patch_release_status(namespace, name, obj["metadata"]["resourceVersion"],
+                                               status_wire(result.status))
+    emit_events(result.actions, emit)  # only once the status that they describe is stored
+    return PassResult(result.requeue_after, written is not None, current, result.status, written, spec)
 
 
 def _reject(cluster: Cluster, obj: dict[str, Any], current: ModelReleaseStatus, exc: InvalidSpecError,
@@ -100,8 +119,9 @@ def _reject(cluster: Cluster, obj: dict[str, Any], current: ModelReleaseStatus, 
     rejected = current.model_copy(update={"phase": "Invalid", "message": message, "conditions": conditions,
                                           "observed_generation": generation})
     if rejected == current:
-        return PassResult(None, False)
-    emit("Warning", "InvalidSpec", message)
+        return PassResult(None, False, current, current)
     meta = obj["metadata"]
-    cluster.patch_release_status(meta["namespace"], meta["name"], meta["resourceVersion"], status_wire(rejected))
-    return PassResult(None, True)
+    written = cluster.patch_release_status(meta["namespace"], meta["name"], meta["resourceVersion"],
+                                           status_wire(rejected))
+    emit("Warning", "InvalidSpec", message)
+    return PassResult(None, True, current, rejected, written)
