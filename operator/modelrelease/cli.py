@@ -20,6 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: standalone, one operator replica)")
     run.add_argument("--liveness", metavar="URL", default=None,
                      help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--leader-elect", action="store_true",
+                     help="run as one of several replicas: only the holder of a coordination.k8s.io Lease acts")
+    run.add_argument("--leader-election-namespace", default=None,
+                     help="namespace of the Lease (default: $POD_NAMESPACE, else default)")
+    run.add_argument("--leader-election-id", default="model-release-operator", help="name of the Lease")
+    run.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                     help="how long a standby waits for a silent leader before it takes over (default 15)")
     run.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                      help="serve the operator's Prometheus metrics on this port at /metrics (default: off)")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port (default 0.0.0.0)")
@@ -40,6 +47,18 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
+    if args.leader_elect:
+        import os
+        import socket
+        import uuid
+
+        from modelrelease.handlers import use_leader_election
+        from modelrelease.runtime.leadership import LeaseSettings
+
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default"
+        use_leader_election(LeaseSettings.for_duration(namespace, args.leader_election_id, identity,
+                                                       args.leader_election_lease_duration))
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     kopf.run(

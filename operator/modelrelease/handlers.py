@@ -25,9 +25,10 @@ from typing import Any
 import kopf
 
 from modelrelease import api, metrics
-from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, configure_client
+from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, KubernetesLeases, configure_client
 from modelrelease.api.labels import ANNOTATION_PAUSED, LABEL_RELEASE, REQUEST_PREFIX
 from modelrelease.runtime.cache import CachedCluster, Freshest, ReleaseKey, trim
+from modelrelease.runtime.leadership import LeaderElector, LeaseSettings
 from modelrelease.runtime.providers import prometheus_for
 from modelrelease.runtime.reconcile import reconcile_once
 from modelrelease.runtime.telemetry import PassObserver
@@ -39,7 +40,16 @@ _seen_release: dict[ReleaseKey, tuple[Any, ...]] = {}
 _seen_status: dict[str, str] = {}
 _cluster: KubernetesCluster | None = None
 _observer = PassObserver()
+_election: LeaseSettings | None = None
+_leading = asyncio.Event()
+"""Set while this replica may act: always without leader election, else while it holds the Lease."""
 log = logging.getLogger(__name__)
+
+
+def use_leader_election(settings: LeaseSettings | None) -> None:
+    """Called by `modelrelease run` before kopf starts."""
+    global _election
+    _election = settings
 
 
 def _wakeup(key: ReleaseKey) -> asyncio.Event:
@@ -47,7 +57,7 @@ def _wakeup(key: ReleaseKey) -> asyncio.Event:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     global _cluster
     configure_client()
     _cluster = KubernetesCluster()  # one API client, one connection pool, for every release
@@ -55,6 +65,34 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrelease.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrelease.io")
     settings.posting.level = logging.WARNING  # Events come from the planner, not from kopf's log.
+    if _election is None:
+        _leading.set()
+    else:
+        elector = LeaderElector(KubernetesLeases(_cluster), _election)
+        memo["elector"] = elector
+        memo["election"] = asyncio.create_task(_elect(elector), name="leader election")
+
+
+async def _elect(elector: LeaderElector) -> None:
+    while True:
+        delay = await asyncio.to_thread(elector.step)
+        if elector.leading:
+            _leading.set()
+        else:
+            _leading.clear()
+        await asyncio.sleep(delay)
+
+
+@kopf.on.cleanup()
+async def stop_electing(memo: kopf.Memo, **_: Any) -> None:
+    task, elector = memo.get("election"), memo.get("elector")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if elector is not None:
+        _leading.clear()
+        await asyncio.to_thread(elector.release)
 
 
 # The children, indexed by the release they belong to. Only trainer pods matter (their termination
@@ -96,6 +134,12 @@ async def drive(*, name: str, namespace: str | None, body: kopf.Body, stopped: k
         kopf.event(body, type=type_, reason=reason, message=message)
 
     while not stopped:
+        if not _leading.is_set():
+            # A standby keeps its caches warm and writes nothing until it holds the Lease.
+            freshest = Freshest()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_leading.wait(), timeout=5.0)
+            continue
         wake.clear()
         release, stored = freshest.pick(copy.deepcopy(dict(body)))
         view = CachedCluster(_cluster, release, {

@@ -48,6 +48,7 @@ _PATHS = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
     "ModelRelease": (f"/apis/{api.API_VERSION}", api.PLURAL),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 
 
@@ -137,6 +138,41 @@ class KubernetesCluster:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name} changed since it was read") from exc
+            raise
+
+
+class KubernetesLeases:
+    """coordination.k8s.io/v1 Leases, for leader election: read, create, and replace with the
+    resourceVersion read (a concurrent change answers 409: somebody else took it first)."""
+
+    def __init__(self, cluster: KubernetesCluster | None = None):
+        self.cluster = cluster or KubernetesCluster()
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.cluster._call("GET", self.cluster._path("Lease", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create(self, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The created Lease, or None when another replica created it first."""
+        try:
+            return self.cluster._call("POST", self.cluster._path("Lease", lease["metadata"]["namespace"]), body=lease)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def replace(self, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """The replaced Lease, or None when it changed since it was read."""
+        meta = lease["metadata"]
+        try:
+            return self.cluster._call("PUT", self.cluster._path("Lease", meta["namespace"], meta["name"]), body=lease)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
             raise
 
 
