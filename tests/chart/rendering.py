@@ -137,13 +137,23 @@ def _helm(server: EmbeddedApiServer, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(values: dict[str, Any] | None = None, *, release: str = "mro",
-           namespace: str = "model-release-system") -> Rendered:
-    """`helm install <release> charts/model-release-operator -n <namespace> --create-namespace`."""
+           namespace: str = "model-release-system", crds: list[dict[str, Any]] | None = None) -> Rendered:
+    """`helm install <release> charts/model-release-operator -n <namespace> --create-namespace`.
+
+    ``crds`` are created on the server first, as a cluster that already has them (e.g. prometheus-operator's,
+    for a ServiceMonitor); the returned ``crds`` are only those from the chart's crds/.
+    """
     with EmbeddedApiServer() as server:
+        existing = crds or []
+        definitions = server.resource("apiextensions.k8s.io/v1", "customresourcedefinitions")
+        for crd in existing:
+            server.call(server.store.create, definitions, None, crd)
         answer = _helm(server, {"namespace": namespace, "release": release, "values": values or {}})
-        crds = server.list_objects("apiextensions.k8s.io/v1", "customresourcedefinitions")
+        before = {crd["metadata"]["name"] for crd in existing}
+        created = [crd for crd in server.list_objects("apiextensions.k8s.io/v1", "customresourcedefinitions")
+                   if crd["metadata"]["name"] not in before]
     objects = [doc for doc in yaml.safe_load_all(answer["manifest"]) if doc]
-    return Rendered(namespace, release, objects, crds, answer["notes"])
+    return Rendered(namespace, release, objects, created, answer["notes"])
 
 
 def lint() -> dict[str, Any]:

@@ -111,7 +111,7 @@ def test_every_rendered_object_is_valid(default: Rendered, namespaced: Rendered,
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     # None skipped: the CRD and each render's objects, two of them the aggregated roles for people.
-    assert len(objects) == 1 + (4 + 2) + (6 + 2) + (8 + 2) + (3 + 2)
+    assert len(objects) == 1 + (5 + 2) + (7 + 2) + (9 + 2) + (4 + 2)
 
 
 def test_strict_validation_would_catch_a_typo(default: Rendered):
@@ -164,8 +164,10 @@ def test_more_than_one_replica_is_refused():
 
 def test_operator_arguments_and_probes(default: Rendered):
     container = default.container
-    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--log-format=json"]
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8081",
+                                 "--log-format=json"]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "command" not in container  # the image's ENTRYPOINT is `modelrelease run`
@@ -174,7 +176,7 @@ def test_operator_arguments_and_probes(default: Rendered):
 # RBAC.
 
 def test_cluster_wide_rbac(default: Rendered):
-    assert default.kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert default.kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     assert aggregated_role_names(default) == ["mro-model-release-operator-edit", "mro-model-release-operator-view"]
     role, binding = operator_cluster_role(default), default.one("ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -213,7 +215,7 @@ def test_no_wildcards_no_escalation(default: Rendered, namespaced: Rendered, nam
 
 def test_watch_namespaces_use_roles_instead_of_a_cluster_role(default: Rendered, namespaced: Rendered):
     assert namespaced.kinds == ["ClusterRole", "ClusterRole", "Deployment", "Role", "Role", "RoleBinding",
-                                "RoleBinding", "ServiceAccount"]
+                                "RoleBinding", "Service", "ServiceAccount"]
     # Cluster-scoped, only the aggregated roles for people, which grant the operator nothing.
     assert len(aggregated_role_names(namespaced)) == 2 and not namespaced.of_kind("ClusterRoleBinding")
     roles = {role["metadata"]["namespace"]: role for role in namespaced.of_kind("Role")}
@@ -254,7 +256,7 @@ def test_secrets_grant_is_optional_and_can_name_secrets(customised: Rendered):
 
 def test_no_rbac_objects_when_disabled():
     rendered = render({"rbac": {"create": False}})
-    assert rendered.kinds == ["Deployment", "ServiceAccount"]
+    assert rendered.kinds == ["Deployment", "Service", "ServiceAccount"]
 
 
 # Values.

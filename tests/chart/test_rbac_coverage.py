@@ -23,7 +23,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from modelrelease import metrics
 from modelrelease_local.outcomes import JobOutcome
 from modelrelease_local.patching import PatchType
 from modelrelease_local.ports import free_port
@@ -131,8 +133,8 @@ def report(title: str, accesses: Counter[Access], grants: list[Grant], unused: l
 
 
 def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
-    port = free_port()
-    rendered = render({"health": {"port": port}})
+    port, metrics_port = free_port(), free_port()
+    rendered = render({"health": {"port": port}, "metrics": {"port": metrics_port}})
     assert not wildcards(rendered.objects)
     account = (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"])
     grants = grants_of(rendered.objects, account)
@@ -147,6 +149,20 @@ def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
     probe = rendered.container["livenessProbe"]["httpGet"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe['path']}", timeout=10) as answer:
         assert answer.status == 200
+    # So does the metrics port the Service points at, with the operator's own series.
+    service = rendered.one("Service")["spec"]["ports"][0]
+    assert service["targetPort"] == "metrics" and service["port"] == metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        exposition = answer.read().decode()
+    families = {family.name: family for family in text_string_to_metric_families(exposition)
+                if family.name.startswith(metrics.PREFIX) and not family.name.endswith("_created")}
+    # Every series the operator declares, under the names the chart's alerts and dashboard use (counter
+    # families drop _total; prometheus_client's _created timestamps read as families of their own); the
+    # per-release ones went with the deleted releases, the others have samples.
+    assert {name.removesuffix("_total") for name in metrics.METRIC_NAMES} == set(families)
+    assert {name for name, family in families.items() if family.samples} >= {
+        "modelrelease_reconcile_passes", "modelrelease_reconcile_duration_seconds", "modelrelease_releases",
+        "modelrelease_training_job_duration_seconds", "modelrelease_api_requests"}
 
     accesses, unused = check_coverage(records, grants)
     report("cluster-wide (ClusterRole)", accesses, grants, unused)
@@ -160,6 +176,7 @@ def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
 
 def test_roles_cover_every_request_in_namespaced_mode(harness: Harness):
     rendered = render({"watchNamespaces": ["default", "team-a"], "health": {"port": free_port()},
+                       "metrics": {"port": free_port()},
                        "rbac": {"clusterReadsInNamespacedMode": True}})
     assert not wildcards(rendered.objects)
     account = (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"])

@@ -1,16 +1,31 @@
 {{/* Names, labels and the RBAC rules, shared by the templates. */}}
 
 {{- define "mro.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The release's full name; the chart name is not repeated when the release name contains it. */}}
+{{/*
+The release's full name: fullnameOverride, or <release>-<name>, where the name is not repeated when the
+release name contains it.
+*/}}
 {{- define "mro.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* <fullname>-<suffix>, still within 63 characters. */}}
+{{- define "mro.fullnameWith" -}}
+{{- $fullname := include "mro.fullname" (index . 0) -}}
+{{- $suffix := index . 1 -}}
+{{- printf "%s-%s" ($fullname | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix -}}
 {{- end -}}
 
 {{- define "mro.selectorLabels" -}}
