@@ -125,7 +125,7 @@ def _helm(server: EmbeddedApiServer, request: dict[str, Any]) -> dict[str, Any]:
         env = {**os.environ, "HELM_CACHE_HOME": f"{tmp}/cache", "HELM_CONFIG_HOME": f"{tmp}/config",
                "HELM_DATA_HOME": f"{tmp}/data"}
         done = subprocess.run([str(python), str(INSTALL_SCRIPT)], capture_output=True, text=True, env=env,
-                              input=json.dumps({**request, "kubeconfig": str(kubeconfig), "chart": str(CHART)}),
+                              input=json.dumps({"chart": str(CHART), **request, "kubeconfig": str(kubeconfig)}),
                               timeout=300, check=False)
     try:
         answer: dict[str, Any] = json.loads(done.stdout)
@@ -156,8 +156,8 @@ def render(values: dict[str, Any] | None = None, *, release: str = "mro",
     return Rendered(namespace, release, objects, created, answer["notes"])
 
 
-def lint() -> dict[str, Any]:
-    """`helm lint charts/model-release-operator`: Helm's result (TotalChartsLinted, Messages, Errors)."""
+def lint(chart: pathlib.Path = CHART) -> dict[str, Any]:
+    """`helm lint <chart>` (this chart by default): Helm's result (TotalChartsLinted, Messages, Errors)."""
     with EmbeddedApiServer() as server:
-        result: dict[str, Any] = _helm(server, {"action": "lint", "namespace": "default"})["lint"]
+        result: dict[str, Any] = _helm(server, {"action": "lint", "namespace": "default", "chart": str(chart)})["lint"]
     return result
