@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from modelrelease.api.status import ModelReleaseStatus, ModelVersion
@@ -20,6 +21,11 @@ class JobObservation:
     """The trainer's result JSON (termination message), parsed; None when absent or unreadable."""
     reason: str = ""
     """Why it failed, in words: exit code and message, OOMKilled, DeadlineExceeded."""
+    finished_at: datetime | None = None
+    """When the Job completed or failed (its condition's lastTransitionTime)."""
+    pod_pending: bool = False
+    """The Job finished but its pod's final state has not been seen yet: the result (or the exit code)
+    is on its way through another watch."""
 
 
 @dataclass(frozen=True)

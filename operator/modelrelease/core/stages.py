@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from modelrelease.api.base import parse_duration
@@ -14,6 +14,9 @@ from modelrelease.core.gates import evaluate_gates
 from modelrelease.core.model import CreateJob, DeleteJob
 from modelrelease.core.naming import job_name, uri_version_id, version_name
 from modelrelease.core.timestamps import parse_timestamp as parse_time
+
+POD_RESULT_GRACE = timedelta(seconds=30)
+"""How long a finished Job's result may lag behind it; after that a missing result is a failure."""
 
 
 def active_phase(draft: Draft) -> Phase:
@@ -94,6 +97,8 @@ def _follow_training(draft: Draft) -> None:
         return
     if job.phase == "Active":
         return
+    if job.pod_pending and job.finished_at is not None and draft.now - job.finished_at < POD_RESULT_GRACE:
+        return  # the pod's termination message (the result, or why it failed) is still on its way
     if job.phase == "Failed":
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=job.reason)
         roll_back(draft, "TrainingFailed", f"stage {stage.name}: training job {job.name} failed: {job.reason}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from modelrelease.api.labels import ANNOTATION_SERVING_HASH, ANNOTATION_VERSION_ID, LABEL_TRACK
 from modelrelease.core.model import DeploymentObservation, JobObservation
+from modelrelease.core.timestamps import parse_timestamp
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -40,13 +42,20 @@ def _latest_pod(job: dict[str, Any], pods: list[dict[str, Any]]) -> dict[str, An
     return max(own, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
 
 
+def _finished_at(condition: dict[str, Any]) -> datetime | None:
+    moment = condition.get("lastTransitionTime")
+    return parse_timestamp(moment) if isinstance(moment, str) else None
+
+
 def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservation:
     name = job["metadata"]["name"]
     pod = _latest_pod(job, pods)
     terminated = _terminated(pod) if pod else None
     result = _result_of(terminated.get("message")) if terminated else None
-    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-        return JobObservation(name, "Succeeded", result=result)
+    succeeded = _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet")
+    if succeeded:
+        return JobObservation(name, "Succeeded", result=result, finished_at=_finished_at(succeeded),
+                              pod_pending=terminated is None)
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     if failed is None:
         return JobObservation(name, "Active")
@@ -60,7 +69,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObservati
             parts.append(str(result["error"]))
     if failed.get("message"):
         parts.append(failed["message"])
-    return JobObservation(name, "Failed", result=result, reason=": ".join(parts))
+    return JobObservation(name, "Failed", result=result, reason=": ".join(parts), finished_at=_finished_at(failed),
+                          pod_pending=terminated is None)
 
 
 def observe_deployment(deployment: dict[str, Any]) -> DeploymentObservation | None:
