@@ -32,6 +32,7 @@ ANALYSIS_RUNS = Counter(
 CHECK_VALUE = Gauge(
     f"{PREFIX}_analysis_check_value", "The last value a check read, for the canary and (relative checks) the stable.",
     ["namespace", "release", "check", "track"])
+ROLLBACK_REASONS = ("TrainingFailed", "GateFailed", "AnalysisFailed", "Aborted")
 ROLLBACKS = Counter(
     f"{PREFIX}_rollbacks", "Rollbacks, by reason (TrainingFailed, GateFailed, AnalysisFailed, Aborted).",
     ["namespace", "release", "reason"])

@@ -23,6 +23,10 @@ class PassObserver:
         status, previous = result.status, result.previous
         if status is None or previous is None:
             return
+        if (namespace, release) not in self._phases:
+            # Counters start at 0 for a release, so increase() sees its very first rollback.
+            for reason in metrics.ROLLBACK_REASONS:
+                metrics.ROLLBACKS.labels(namespace, release, reason)
         metrics.record_phase(namespace, release, status)
         self._phases[namespace, release] = status.phase
         metrics.count_phases(self._phases.values())
