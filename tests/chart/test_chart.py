@@ -110,8 +110,9 @@ def test_every_rendered_object_is_valid(default: Rendered, namespaced: Rendered,
     objects = [crd, *default.objects, *namespaced.objects, *namespaced_with_reads.objects, *customised.objects]
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    # None skipped: the CRD and each render's objects, two of them the aggregated roles for people.
-    assert len(objects) == 1 + (5 + 2) + (7 + 2) + (9 + 2) + (4 + 2)
+    # None skipped: the CRD and each render's objects, two of them the aggregated roles for people and two
+    # the leader election's Role and RoleBinding.
+    assert len(objects) == 1 + (5 + 2 + 2) + (7 + 2 + 2) + (9 + 2 + 2) + (4 + 2 + 2)
 
 
 def test_strict_validation_would_catch_a_typo(default: Rendered):
@@ -149,23 +150,27 @@ def test_service_account_token_only_in_the_operator_pod(default: Rendered):
     assert default.deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
-def test_single_standalone_replica(default: Rendered):
+def test_one_replica_with_leader_election(default: Rendered):
     spec = default.deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # The Lease makes a rolling update safe (test_leader_election.py has the details).
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "RollingUpdate"
     args = default.container["args"]
-    assert not any(arg.startswith("--peering") for arg in args)
+    assert "--leader-elect" in args and not any(arg.startswith("--peering") for arg in args)
     assert default.container["image"] == "ghcr.io/modelrelease/operator:0.1.0"
 
 
-def test_more_than_one_replica_is_refused():
-    with pytest.raises(HelmError, match="replicas"):
-        render({"replicas": 2})
+def test_more_than_one_replica_is_refused_without_leader_election():
+    with pytest.raises(HelmError, match=r"replicas > 1 requires leaderElection\.enabled"):
+        render({"replicas": 2, "leaderElection": {"enabled": False}})
 
 
 def test_operator_arguments_and_probes(default: Rendered):
     container = default.container
     assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8081",
-                                 "--log-format=json"]
+                                 "--log-format=json", "--leader-elect",
+                                 "--leader-election-namespace=model-release-system",
+                                 "--leader-election-id=mro-model-release-operator",
+                                 "--leader-election-lease-duration=15"]
     assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"},
                                   {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -176,7 +181,8 @@ def test_operator_arguments_and_probes(default: Rendered):
 # RBAC.
 
 def test_cluster_wide_rbac(default: Rendered):
-    assert default.kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert default.kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "Role", "RoleBinding",
+                                                   "Service", "ServiceAccount"]
     assert aggregated_role_names(default) == ["mro-model-release-operator-edit", "mro-model-release-operator-view"]
     role, binding = operator_cluster_role(default), default.one("ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -214,17 +220,20 @@ def test_no_wildcards_no_escalation(default: Rendered, namespaced: Rendered, nam
 
 
 def test_watch_namespaces_use_roles_instead_of_a_cluster_role(default: Rendered, namespaced: Rendered):
-    assert namespaced.kinds == ["ClusterRole", "ClusterRole", "Deployment", "Role", "Role", "RoleBinding",
-                                "RoleBinding", "Service", "ServiceAccount"]
+    assert namespaced.kinds == ["ClusterRole", "ClusterRole", "Deployment", "Role", "Role", "Role", "RoleBinding",
+                                "RoleBinding", "RoleBinding", "Service", "ServiceAccount"]
     # Cluster-scoped, only the aggregated roles for people, which grant the operator nothing.
     assert len(aggregated_role_names(namespaced)) == 2 and not namespaced.of_kind("ClusterRoleBinding")
-    roles = {role["metadata"]["namespace"]: role for role in namespaced.of_kind("Role")}
+    # The third Role is the leader election's, in the release namespace (test_leader_election.py).
+    roles = {role["metadata"]["namespace"]: role for role in namespaced.of_kind("Role")
+             if role["metadata"]["name"] == "mro-model-release-operator"}
     assert sorted(roles) == WATCHED
     cluster_grants = grants(rules_of(operator_cluster_role(default)))
     for namespace, role in roles.items():
         # The same rules as cluster-wide, less the cluster-scoped CRD observation.
         assert grants(rules_of(role)) == {g for g in cluster_grants if g[0] != "apiextensions.k8s.io"}
-        binding = next(b for b in namespaced.of_kind("RoleBinding") if b["metadata"]["namespace"] == namespace)
+        binding = next(b for b in namespaced.of_kind("RoleBinding") if b["metadata"]["namespace"] == namespace
+                       and b["metadata"]["name"] == "mro-model-release-operator")
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": role["metadata"]["name"]}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mro-model-release-operator",
@@ -235,7 +244,7 @@ def test_watch_namespaces_use_roles_instead_of_a_cluster_role(default: Rendered,
 
 
 def test_namespaced_mode_may_add_read_only_cluster_observation(namespaced_with_reads: Rendered):
-    assert len(namespaced_with_reads.of_kind("Role")) == 2
+    assert len(namespaced_with_reads.of_kind("Role")) == 2 + 1  # + the leader election's
     observe = operator_cluster_role(namespaced_with_reads)
     assert grants(rules_of(observe)) == {
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
@@ -277,8 +286,11 @@ def test_values_reach_the_pod(customised: Rendered):
     container = customised.container
     assert container["image"] == "registry.example/mro@sha256:" + "ab" * 32
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
-    assert container["env"] == [{"name": "TZ", "value": "UTC"}]
-    assert container["args"][-2:] == ["--log-format=plain", "--verbose"]
+    # extraEnv after the pod's own name and namespace (the leader election's identity).
+    assert [env["name"] for env in container["env"]] == ["POD_NAME", "POD_NAMESPACE", "TZ"]
+    assert container["env"][-1] == {"name": "TZ", "value": "UTC"}
+    assert "--log-format=plain" in container["args"] and container["args"][-1] == "--verbose"
+    assert customised.one("RoleBinding")["subjects"][0]["name"] == "existing-account"
 
 
 def test_notes_say_how_to_upgrade_the_crd(default: Rendered, namespaced: Rendered):

@@ -3,20 +3,24 @@
 The real operator process runs with the arguments of the rendered Deployment against the embedded API
 server, through whole releases: one promoted to Released (with Prometheus credentials read from a
 Secret), one aborted while its second stage trains (its Job deleted), and both deleted (kopf's
-finalizer). Every request in the server's log is then mapped to the RBAC access it needs and checked
-against the rendered roles. The first Job and Service creates are answered 409 to take the
-operator down its adopt path. The test's own changes go straight to the server's store, so the log
-holds the operator's requests only.
+finalizer). The rendered arguments include leader election (on by default), so the operator also
+creates, reads and renews its Lease in the release namespace. Every request in the server's log is
+then mapped to the RBAC access it needs and checked against the rendered roles. The first Job and
+Service creates are answered 409 to take the operator down its adopt path. The test's own changes go
+straight to the server's store, so the log holds the operator's requests only.
 
-Rules that nothing used are listed in the test's output, not failed on; only wildcards fail.
+Rules that nothing used are listed in the test's output, not failed on; only wildcards fail. A last test
+runs two replicas with the rendered arguments through a takeover and a release of the Lease.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import warnings
 from collections import Counter
@@ -38,14 +42,42 @@ from tests.waiting import wait_for
 RELEASES = ("modelrelease.io/v1alpha1", "modelreleases")
 
 
-def start_operator_as_rendered(harness: Harness, rendered: Rendered) -> None:
-    """`modelrelease run <the Deployment's args>`, in place of the fixture's own operator."""
-    harness.kill_operator()
+def pod_env(rendered: Rendered, pod_name: str) -> dict[str, str]:
+    """The container's env as the kubelet fills it in: values as given, the downward API's fieldRefs."""
+    fields = {"metadata.name": pod_name, "metadata.namespace": rendered.namespace}
+    env = {}
+    for var in rendered.container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env[var["name"]] = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def start_pod(harness: Harness, rendered: Rendered, pod_name: str, args: list[str] | None = None,
+              ) -> subprocess.Popen[bytes]:
+    """`modelrelease run <the Deployment's args>` with the pod's env, as pod ``pod_name`` would run it."""
     harness.starts += 1
     log = open(harness.logdir / f"operator-{harness.starts}.log", "wb")  # noqa: SIM115 - lives with the process
-    env = {**os.environ, "KUBECONFIG": str(harness.kubeconfig)}
-    harness.process = subprocess.Popen([sys.executable, "-m", "modelrelease", "run", *rendered.container["args"]],
-                                       stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    env = {**os.environ, **pod_env(rendered, pod_name), "KUBECONFIG": str(harness.kubeconfig)}
+    return subprocess.Popen([sys.executable, "-m", "modelrelease", "run", *(args or rendered.container["args"])],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def start_operator_as_rendered(harness: Harness, rendered: Rendered) -> None:
+    """The rendered Deployment's one pod, in place of the fixture's own operator."""
+    harness.kill_operator()
+    harness.process = start_pod(harness, rendered, f"{rendered.deployment['metadata']['name']}-7d4b9c-x2k8p")
+
+
+def lease_of(rendered: Rendered) -> tuple[str, str]:
+    """(namespace, name) of the Lease the rendered arguments name; the release namespace."""
+    args = dict(arg.split("=", 1) for arg in rendered.container["args"] if "=" in arg)
+    return args["--leader-election-namespace"], args["--leader-election-id"]
+
+
+def lease_accesses(accesses: Counter[Access]) -> set[tuple[str, str | None, str | None]]:
+    return {(a.verb, a.namespace, a.name) for a in accesses if a.resource == "leases"}
 
 
 class Store:
@@ -138,7 +170,9 @@ def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
     assert not wildcards(rendered.objects)
     account = (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"])
     grants = grants_of(rendered.objects, account)
-    assert grants and all(grant.namespace is None for grant in grants)
+    # Cluster-wide, but for the Lease: the leader election's Role in the release namespace.
+    assert grants and all(grant.namespace is None or grant.resource == "leases" for grant in grants)
+    assert {grant.namespace for grant in grants if grant.resource == "leases"} == {rendered.namespace}
 
     harness.kill_operator()
     harness.server.requests.reset()
@@ -165,7 +199,12 @@ def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
         "modelrelease_training_job_duration_seconds", "modelrelease_api_requests"}
 
     accesses, unused = check_coverage(records, grants)
-    report("cluster-wide (ClusterRole)", accesses, grants, unused)
+    report("cluster-wide (ClusterRole + the leader election's Role)", accesses, grants, unused)
+    # It created its Lease (none was there), read it and renewed it, in the release namespace, by name.
+    namespace, lease = lease_of(rendered)
+    assert namespace == rendered.namespace
+    assert lease_accesses(accesses) == {("create", namespace, None), ("get", namespace, lease),
+                                        ("update", namespace, lease)}
     # The scenario did reach the paths a plain release leaves out.
     used = {(a.group, a.resource, a.verb) for a in accesses}
     assert {("", "secrets", "get"), ("batch", "jobs", "delete"), ("batch", "jobs", "get"), ("", "services", "get"),
@@ -201,4 +240,63 @@ def test_roles_cover_every_request_in_namespaced_mode(harness: Harness):
         ("", "namespaces", "list"), ("", "namespaces", "watch")}
     # ... and only kopf's observation needs the optional ClusterRole (without it kopf warns and carries on).
     assert all(any(g.allows(a) for g in observe) for a in cluster_wide)
-    assert {a.namespace for a in accesses if not a.cluster_scoped} == {"default", "team-a"}
+    # ... but for the Lease, in the release namespace.
+    assert {a.namespace for a in accesses if not a.cluster_scoped} == {"default", "team-a", rendered.namespace}
+    assert {a.resource for a in accesses if a.namespace == rendered.namespace} == {"leases"}
+
+
+def test_the_leader_election_role_covers_a_takeover_and_a_release(harness: Harness):
+    """Two replicas with the rendered arguments: the first creates and holds the Lease, the second waits as a
+    standby, takes the Lease over when the first dies (SIGKILL), and gives it back when stopped (SIGTERM)."""
+    rendered = render({"replicas": 2, "leaderElection": {"leaseDuration": 3}, "metrics": {"enabled": False}})
+    assert not wildcards(rendered.objects)
+    account = (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"])
+    grants = grants_of(rendered.objects, account)
+    namespace, lease = lease_of(rendered)
+    assert "--leader-election-lease-duration=3" in rendered.container["args"]
+
+    def holder() -> str | None:
+        found = harness.server.get_object("coordination.k8s.io/v1", "leases", namespace, lease)
+        return ((found or {}).get("spec") or {}).get("holderIdentity") if found else None
+
+    def args_on_port() -> list[str]:
+        # Both pods run on this one machine: each its own liveness port, all else as rendered.
+        return [f"--liveness=http://127.0.0.1:{free_port()}/healthz" if arg.startswith("--liveness=") else arg
+                for arg in rendered.container["args"]]
+
+    harness.kill_operator()
+    harness.server.requests.reset()
+    pods: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        pods["mro-a"] = start_pod(harness, rendered, "mro-a", args_on_port())
+        wait_for(lambda: holder() == "mro-a", "the first pod to take the Lease")
+        pods["mro-b"] = start_pod(harness, rendered, "mro-b", args_on_port())
+        time.sleep(2)  # the standby's election loop runs: it reads the Lease and leaves it alone
+        assert holder() == "mro-a"
+        os.killpg(pods["mro-a"].pid, signal.SIGKILL)
+        pods["mro-a"].wait()
+        wait_for(lambda: holder() == "mro-b", "the standby to take the Lease over")
+        pods["mro-b"].send_signal(signal.SIGTERM)
+        pods["mro-b"].wait(timeout=60)
+        assert holder() == ""  # released on a clean stop
+    except BaseException:
+        print(harness.operator_log()[-4000:])
+        raise
+    finally:
+        for pod in pods.values():
+            if pod.poll() is None:
+                os.killpg(pod.pid, signal.SIGKILL)
+                pod.wait()
+
+    accesses, unused = check_coverage(harness.server.requests.snapshot(), grants)
+    report("leader election (two replicas)", accesses, grants,
+           [grant for grant in unused if grant.resource == "leases"])
+    # Exactly the Role's rules were used: create (unnamed), and get and update of the one Lease by name.
+    assert lease_accesses(accesses) == {("create", namespace, None), ("get", namespace, lease),
+                                        ("update", namespace, lease)}
+    assert not [grant for grant in unused if grant.resource == "leases"]
+    # The Role grants nothing but that.
+    role = next(obj for obj in rendered.of_kind("Role") if obj["metadata"]["name"].endswith("-leader-election"))
+    assert {(g.resource, g.verb, g.resource_names) for g in grants if g.role.startswith("Role/")} == {
+        ("leases", "get", (lease,)), ("leases", "update", (lease,)), ("leases", "create", ())}
+    assert role["metadata"]["namespace"] == namespace == rendered.namespace

@@ -99,7 +99,8 @@ def test_aggregated_roles_can_be_turned_off():
     rendered = render({"rbac": {"aggregatedRoles": False}})
     assert not any(AGGREGATE in key for obj in rendered.objects for key in obj["metadata"].get("labels") or {})
     # The operator's own RBAC is untouched.
-    assert rendered.kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert rendered.kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
+                              "ServiceAccount"]
 
 
 # What `kubectl modelrelease` needs.

@@ -164,7 +164,8 @@ def test_fullname_override_names_every_object():
     rendered = render({"fullnameOverride": "mlops"})
     assert sorted(names(rendered)) == sorted([
         "ClusterRole/mlops", "ClusterRoleBinding/mlops", "ClusterRole/mlops-view", "ClusterRole/mlops-edit",
-        "Deployment/mlops", "ServiceAccount/mlops", "Service/mlops-metrics"])
+        "Deployment/mlops", "ServiceAccount/mlops", "Service/mlops-metrics", "Role/mlops-leader-election",
+        "RoleBinding/mlops-leader-election"])
     assert rendered.deployment["spec"]["template"]["spec"]["serviceAccountName"] == "mlops"
 
 

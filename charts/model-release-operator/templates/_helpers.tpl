@@ -117,3 +117,26 @@ rule; tests/chart checks them against the requests of a real operator run).
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end -}}
+
+{{/* The leader-election Lease's name: leaderElection.leaseName, or the full name. */}}
+{{- define "mro.leaseName" -}}
+{{- default (include "mro.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
+{{/*
+Leader election, in the release namespace only: the operator reads its Lease, creates it when it is
+missing, and replaces it (with the resourceVersion it read) to renew, take over or release it.
+*/}}
+{{- define "mro.leaderElectionRules" -}}
+# Read, renew, take over and release the one Lease, by name.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "mro.leaseName" . | quote }}]
+  verbs: ["get", "update"]
+# Create it when it is missing. RBAC cannot restrict create by resourceNames (a create's URL names no
+# object; the name is only in the body), so this rule allows creating any Lease in this namespace,
+# and nothing more: the operator can neither read nor change a Lease of another name.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+{{- end -}}
