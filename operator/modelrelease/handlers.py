@@ -12,11 +12,8 @@ objects of the operator's loop, and kopf runs sync handlers in worker threads.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
 import copy
-import functools
 import json
 import logging
 import random
@@ -30,7 +27,7 @@ import kopf
 from modelrelease import api, metrics
 from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, KubernetesLeases, configure_client
 from modelrelease.api.labels import ANNOTATION_PAUSED, LABEL_RELEASE, REQUEST_PREFIX
-from modelrelease.runtime.cache import CachedCluster, Created, Freshest, ReleaseKey, trim
+from modelrelease.runtime.cache import CachedCluster, Freshest, ReleaseKey, trim
 from modelrelease.runtime.leadership import LeaderElector, LeaseSettings
 from modelrelease.runtime.providers import prometheus_for
 from modelrelease.runtime.reconcile import reconcile_once
@@ -44,9 +41,6 @@ _seen_status: dict[str, str] = {}
 _cluster: KubernetesCluster | None = None
 _observer = PassObserver()
 _election: LeaseSettings | None = None
-_passes = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="reconcile")
-"""Passes mostly wait on the API and Prometheus: more threads than asyncio's default few, so that
-hundreds of releases moving at once do not queue behind each other's round trips."""
 _leading = asyncio.Event()
 """Set while this replica may act: always without leader election, else while it holds the Lease."""
 log = logging.getLogger(__name__)
@@ -134,7 +128,7 @@ async def drive(*, name: str, namespace: str | None, body: kopf.Body, stopped: k
     assert _cluster is not None, "the startup handler configures the API client"
     key = (namespace, name)
     wake = _wakeup(key)
-    freshest, created = Freshest(), Created()
+    freshest = Freshest()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
@@ -150,13 +144,12 @@ async def drive(*, name: str, namespace: str | None, body: kopf.Body, stopped: k
         release, stored = freshest.pick(copy.deepcopy(dict(body)))
         view = CachedCluster(_cluster, release, {
             kind: _snapshot(indexes[f"release_{kind.lower()}s"], key)
-            for kind in ("Job", "Pod", "Deployment", "Service")}, created)
+            for kind in ("Job", "Pod", "Deployment", "Service")})
         started = time.monotonic()
         try:
-            # As asyncio.to_thread does, in the caller's context: kopf.event finds its queue there.
-            result = await asyncio.get_running_loop().run_in_executor(_passes, functools.partial(
-                contextvars.copy_context().run, reconcile_once, view, prometheus_for, namespace, name,
-                datetime.now(UTC), emit, stored=stored, defer_routine_runs=True))
+            result = await asyncio.to_thread(
+                reconcile_once, view, prometheus_for, namespace, name, datetime.now(UTC), emit,
+                stored=stored, defer_routine_runs=True)
             freshest.remember(release, result)
             _observer.passed(namespace, name, result, datetime.now(UTC))
             delay = result.requeue_after if result.requeue_after is not None else RESYNC * random.uniform(0.8, 1.2)

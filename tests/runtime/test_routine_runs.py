@@ -113,22 +113,3 @@ def test_pass_results_that_wrote_replace_the_cache_until_it_catches_up() -> None
     assert freshest.pick(read) == (written, None)  # the cache still has 5
     caught_up = {"metadata": {"resourceVersion": "6"}, "status": {"phase": "Training"}}
     assert freshest.pick(caught_up) == (caught_up, None)
-
-
-def test_created_children_are_seen_until_the_cache_has_them_and_forgotten_when_deleted() -> None:
-    from modelrelease.runtime.cache import Created
-
-    clock = [0.0]
-    created = Created(clock=lambda: clock[0])
-    created.add({"kind": "Job", "metadata": {"name": "j1", "labels": {"a": "b"}}, "spec": {"big": "x"}})
-    [seen] = created.merged("Job", [])
-    assert seen == {"metadata": {"name": "j1", "labels": {"a": "b"}}, "status": {}}  # trimmed like the cache
-    assert created.merged("Deployment", []) == []
-    cached = [{"metadata": {"name": "j1"}, "status": {"active": 1}}]
-    assert created.merged("Job", cached) == cached and created.merged("Job", []) == []  # the cache caught up
-    created.add({"kind": "Job", "metadata": {"name": "j2"}})
-    created.discard("Job", "j2")
-    assert created.merged("Job", []) == []
-    created.add({"kind": "Job", "metadata": {"name": "j3"}})
-    clock[0] = Created.KEEP + 1
-    assert created.merged("Job", []) == []  # a watch that never shows it: the API is asked again

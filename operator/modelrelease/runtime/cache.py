@@ -8,8 +8,7 @@ costs the API server nothing. Only what the observers read is kept of each child
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modelrelease.adapters.kubernetes import Cluster
@@ -43,44 +42,13 @@ def trim(kind: str, body: Mapping[str, Any]) -> Object:
     return {"metadata": _pick(meta, "name")}
 
 
-class Created:
-    """Children this operator created that its watch cache has not shown yet, per release: the next
-    pass sees them, so it does not ask to create them again (a 409 and a read each)."""
-
-    KEEP = 60.0
-    """Seconds a created object is remembered at most: a watch that lags longer is re-read by the API."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._objects: dict[tuple[str, str], tuple[float, Object]] = {}
-        self._clock = clock
-
-    def add(self, obj: Object) -> None:
-        kind = obj.get("kind", "")
-        self._objects[kind, obj["metadata"]["name"]] = (self._clock(), trim(kind, obj))
-
-    def discard(self, kind: str, name: str) -> None:
-        self._objects.pop((kind, name), None)
-
-    def merged(self, kind: str, cached: list[Object]) -> list[Object]:
-        """The cached children of a kind, plus those created but not cached yet (then forgotten once cached)."""
-        names = {o["metadata"].get("name") for o in cached}
-        now = self._clock()
-        stale = [k for k, (at, _) in self._objects.items() if (k[0] == kind and k[1] in names) or now - at > self.KEEP]
-        for key in stale:
-            del self._objects[key]
-        return cached + [copy.deepcopy(o) for (k, _), (_, o) in self._objects.items() if k == kind]
-
-
 class CachedCluster:
     """A ``Cluster`` whose reads are a snapshot of the watch caches for one release."""
 
-    def __init__(self, writer: Cluster, release: Object, children: Mapping[str, Iterable[Object]],
-                 created: Created | None = None) -> None:
+    def __init__(self, writer: Cluster, release: Object, children: Mapping[str, Iterable[Object]]) -> None:
         self.writer = writer
         self.release = release
-        self.created = created or Created()
-        self.children = {kind: self.created.merged(kind, [copy.deepcopy(o) for o in objects])
-                         for kind, objects in children.items()}
+        self.children = {kind: [copy.deepcopy(o) for o in objects] for kind, objects in children.items()}
 
     def get_release(self, namespace: str, name: str) -> Object | None:
         return self.release
@@ -89,15 +57,12 @@ class CachedCluster:
         return list(self.children.get(kind, ()))
 
     def create(self, obj: Object) -> Object:
-        made = self.writer.create(obj)
-        self.created.add({"kind": obj.get("kind"), **made})
-        return made
+        return self.writer.create(obj)
 
     def merge_patch(self, kind: str, namespace: str, name: str, patch: Object) -> Object:
         return self.writer.merge_patch(kind, namespace, name, patch)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        self.created.discard(kind, name)
         self.writer.delete(kind, namespace, name)
 
     def patch_release_status(self, namespace: str, name: str, resource_version: str, status: Object) -> Object:
