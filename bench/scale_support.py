@@ -56,16 +56,12 @@ def settled_spec() -> dict[str, Any]:
 def progressing_spec(prometheus_url: str) -> dict[str, Any]:
     """Stage 1 becomes stable directly (no stable to canary against); stage 2 canaries in 5 steps of
     2 s with an analysis run every second (the operator tests' checks)."""
+    from tests.operator.conftest import release_spec  # the operator tests' checks, one home
+
     steps = [{"weight": w, "duration": f"{STEP_SECONDS}s"} for w in (10, 25, 50, 75, 100)]
     return _base([{"name": "first", "training": {"data": "sklearn:digits?fraction=0.3"}, "steps": [{"weight": 100}]},
-                  {"name": "second", "training": {"data": "sklearn:digits"}, "steps": steps}], {
-        "prometheus": {"url": prometheus_url, "timeout": "2s"},
-        "interval": "1s", "failureLimit": 0, "inconclusiveLimit": 3, "minSampleCount": 5,
-        "checks": [
-            {"name": "errors", "query": 'error_rate{track="{{ track }}",version="{{ version }}"}', "max": 0.05,
-             "sampleQuery": 'requests{track="{{ track }}"}'},
-            {"name": "latency", "query": 'latency_p99{track="{{ track }}"}', "maxRatio": 1.5},
-        ]})
+                  {"name": "second", "training": {"data": "sklearn:digits"}, "steps": steps}],
+                 release_spec(prometheus_url)["analysis"])
 
 
 # The emulator process.
