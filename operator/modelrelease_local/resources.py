@@ -40,6 +40,10 @@ class ApiResource:
     custom: bool = False  # defined by a CRD: strategic merge patches are not supported for it
     crd_name: str | None = None
     list_kind_name: str | None = None  # a CRD's spec.names.listKind, if not the usual KindList
+    # A CRD version's openAPIV3Schema (None for built-ins): validation, pruning, defaulting, CEL rules.
+    schema: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, hash=False)
+    # A CRD version's selectableFields' JSON paths (".spec.color"), besides metadata.name/namespace.
+    selectable_fields: tuple[str, ...] = ()
 
     @property
     def list_kind(self) -> str:
@@ -99,6 +103,8 @@ def resources_from_crd(crd: Mapping[str, Any]) -> list[ApiResource]:
             custom=True,
             crd_name=(crd.get("metadata") or {}).get("name"),
             list_kind_name=names.get("listKind"),
+            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+            selectable_fields=tuple(field.get("jsonPath", "") for field in version.get("selectableFields") or ()),
         ))
     return result
 
