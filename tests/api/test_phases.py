@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pathlib
 import re
+from typing import get_args
 
 from modelrelease.api import status
+from modelrelease.api.crd import build_crd
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "reference.md"
 GROUPS = {
@@ -60,3 +62,12 @@ def test_the_groups_relate_as_their_meanings_say() -> None:
     assert status.RETRYABLE_PHASES == status.FAILURE_PHASES - status.ACTIVE_PHASES
     assert status.CANARY_WITHDRAWN_PHASES.isdisjoint(status.IN_FLIGHT_PHASES)
     assert all(group <= set(status.PHASES) for group in GROUPS.values())
+
+
+def test_the_reference_names_the_pause_reasons_the_status_schema_allows() -> None:
+    # The CRD's enum comes from PauseReason, so a reason written elsewhere would be refused by the API.
+    row = next(line for line in REFERENCE.read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `pauseReason` |"))
+    assert _phases(row.split("|")[3]) == frozenset(get_args(status.PauseReason))
+    crd_status = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert crd_status["properties"]["pauseReason"]["enum"] == list(get_args(status.PauseReason))

@@ -45,6 +45,8 @@ RETRYABLE_PHASES: frozenset[Phase] = FAILURE_PHASES & TERMINAL_PHASES
 CANARY_WITHDRAWN_PHASES: frozenset[Phase] = TERMINAL_PHASES | {"RollingBack"}
 """No canary is wanted: whatever canary still serves hands its replicas back to the stable."""
 
+# Why the operator paused a release itself (status.pauseReason); docs/reference.md lists the same.
+PauseReason = Literal["InconclusiveAnalysis", "AnalysisErrors"]
 Verdict = Literal["Pass", "Fail", "Inconclusive", "Error", "Skipped"]
 
 
@@ -279,6 +281,6 @@ class ModelReleaseStatus(StatusModel):
     whatever order ids arrive in (Git restoring an older id is a no-op)."""
     failure: Failure | None = None
     """Why the release rolled back or failed; cleared by a spec change, actions.retry and actions.undo."""
-    pause_reason: str | None = None
+    pause_reason: PauseReason | None = None
     """Why the operator paused the release itself: InconclusiveAnalysis or AnalysisErrors; unset for a pause by
     spec.paused."""
