@@ -117,7 +117,8 @@ async def _serve(args: argparse.Namespace) -> None:
     training = TrainingScript()
     training.delay = args.training_delay
     server = EmbeddedApiServer(controllers=[ControllerEmulator(ScriptedExecutor(training),
-                                                               ScriptedRollout(ready_delay=0.1))],
+                                                               ScriptedRollout(ready_delay=0.1),
+                                                               job_backoff_scale=0.0)],
                                event_log_size=200_000)
     recorder = Recorder()
     server.requests.append = recorder.append  # type: ignore[method-assign]  # a compact log instead

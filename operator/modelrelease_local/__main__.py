@@ -2,8 +2,10 @@
 ``python -m modelrelease_local up|down|demo``: the embedded default from the command line.
 
 - ``up`` starts everything (see :mod:`.stack`) on 127.0.0.1, writes a kubeconfig, prints how to use
-  kubectl with it, and stays in the foreground until Ctrl-C or ``down``;
-- ``down`` stops a running ``up`` of the same state directory (through its pid file);
+  kubectl with it, and stays in the foreground until Ctrl-C, SIGTERM, SIGHUP or ``down``; on a state
+  directory of an earlier ``up`` it resumes every release; it refuses a directory another stack runs on;
+- ``down`` stops every stack running on the state directory or below it (the demo's in ``demo/``),
+  through their pid files;
 - ``demo [--rollback] [--report DIR] [--release FILE]`` runs one release to its end with a live view
   and writes a report (see :mod:`.demo`); it exits 0 when the release ended as expected.
 """
@@ -16,19 +18,24 @@ import logging
 import pathlib
 import signal
 import sys
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import psutil
 from rich.console import Console
 
+from modelrelease_local.instance import PID_FILE, StateInUse, describe, running_stacks
+from modelrelease_local.instance import alive as _alive
+from modelrelease_local.instance import running_stack as _running_up
+from modelrelease_local.instance import started as _started
 from modelrelease_local.ports import port_is_free
-from modelrelease_local.stack import LocalStack, StackSettings
+from modelrelease_local.stack import LocalStack, StackSettings, remembered_port
+
+__all__ = ["PID_FILE", "_running_up", "_started", "build_parser", "main"]
 
 DEFAULT_STATE_DIR = pathlib.Path(".modelrelease-local")
-PID_FILE = "up.pid"
 PREFERRED_PROMETHEUS_PORT = 9090  # the address examples/digits-demo.yaml names
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,51 +64,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _started(process: psutil.Process) -> str:
-    """When the process started: a pid and this name one process, never a reused pid."""
-    return repr(process.create_time())
+class _Interrupted(BaseException):
+    """A stop signal arrived: unwinds to the stack's orderly stop (like KeyboardInterrupt, for any signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _alive(process: psutil.Process) -> bool:
-    """Running (an exited process that its parent has not reaped yet, a zombie, is not)."""
+@contextlib.contextmanager
+def _stopping_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP (its terminal closed) all stop the stack in order, once: a signal that
+    arrives while it stops is let go, so that the stop runs to its end."""
+    def interrupt(signum: int, _: object) -> None:
+        for sig in STOP_SIGNALS:  # a handler, not SIG_IGN: an ignored signal would be inherited by children
+            signal.signal(sig, lambda *_: None)
+        raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _running_up(pid_file: pathlib.Path) -> psutil.Process | None:
-    """The live `up` of this state directory, if any (a stale file is removed)."""
-    try:
-        pid_text, started = pid_file.read_text().split()
-        process = psutil.Process(int(pid_text))
-        alive = _started(process) == started and _alive(process)
-    except (OSError, ValueError, psutil.Error):
-        alive = False
-    if not alive:
-        pid_file.unlink(missing_ok=True)
-        return None
-    return process
+def _prometheus_port(args: argparse.Namespace, state_dir: pathlib.Path) -> int | None:
+    """Asked for; else the last run's (a release names its address); else 9090 when free; else any."""
+    if args.prometheus_port is not None:
+        return int(args.prometheus_port)
+    remembered = remembered_port(state_dir, "prometheus")
+    if remembered is not None:
+        return remembered
+    return PREFERRED_PROMETHEUS_PORT if port_is_free(PREFERRED_PROMETHEUS_PORT) else None
 
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     state_dir = args.state_dir.resolve()
-    pid_file = state_dir / PID_FILE
-    if (running := _running_up(pid_file)) is not None:
-        console.print(f"[red]Already up (pid {running.pid}); stop it with `python -m modelrelease_local down`.[/red]")
+    if (running := _running_up(state_dir / PID_FILE)) is not None:  # the lock decides; this answers before any work
+        console.print(f"[red]Already up on {state_dir}: {describe(running)}. Stop it with "
+                      f"`python -m modelrelease_local --state-dir {state_dir} down`.[/red]", soft_wrap=True)
         return 1
-    prometheus_port = args.prometheus_port
-    if prometheus_port is None and port_is_free(PREFERRED_PROMETHEUS_PORT):
-        prometheus_port = PREFERRED_PROMETHEUS_PORT
-    settings = StackSettings(state_dir=state_dir, api_port=args.api_port, prometheus_port=prometheus_port,
-                             traffic_rate=args.rate, traffic=not args.no_traffic)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    state_dir.mkdir(parents=True, exist_ok=True)
-    this = psutil.Process()
-    pid_file.write_text(f"{this.pid} {_started(this)}")
+    settings = StackSettings(state_dir=state_dir, api_port=args.api_port,
+                             prometheus_port=_prometheus_port(args, state_dir), traffic_rate=args.rate,
+                             traffic=not args.no_traffic)
     try:
-        with LocalStack(settings) as stack:
+        with _stopping_on_signals(), LocalStack(settings) as stack:
             console.print(f"""[bold green]The embedded default is up.[/bold green]
   Kubernetes API  {stack.server.url}   (kubeconfig: {stack.kubeconfig})
   Prometheus      {stack.prometheus_url}
@@ -113,42 +121,57 @@ Use it with kubectl:
   kubectl get modelreleases -w
 
 Stop with Ctrl-C, or `python -m modelrelease_local down` from another terminal.""", soft_wrap=True)
-            while not stop.wait(1.0):
-                if not stack.operator_alive():
-                    console.print(f"[red]The operator exited; see {stack.operator_log}. Stopping.[/red]")
-                    return 1
-            console.print("Stopping...")
-        return 0
-    finally:
-        pid_file.unlink(missing_ok=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            told: list[str] = []
+            while True:
+                time.sleep(1.0)
+                if (restarts := stack.restarts(countdown=False)) != told:
+                    for line in set(restarts) - set(told):
+                        console.print(f"[yellow]{line}[/yellow] (log: {stack.state_dir / 'logs'}/)", soft_wrap=True)
+                    told = restarts
+    except StateInUse as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        return 1
+    except _Interrupted:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            console.print("Stopped.")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
-    pid_file = args.state_dir.resolve() / PID_FILE
-    process = _running_up(pid_file)
-    if process is None:
+    running = running_stacks(args.state_dir.resolve())
+    if not running:
         console.print("Nothing is up for this state directory.")
         return 0
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process.terminate()  # it may have exited since: then there is nothing to stop
+    for state_dir, process in running:
+        console.print(f"Stopping the stack on {state_dir}: {describe(process)}", soft_wrap=True)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()  # it may have exited since: then there is nothing to stop
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if not _alive(process):
-            console.print(f"Stopped (pid {process.pid}).")
-            return 0
+    while time.monotonic() < deadline and any(_alive(process) for _, process in running):
         time.sleep(0.2)
-    console.print(f"[red]pid {process.pid} is still stopping after 120 s.[/red]")
-    return 1
+    still = [process.pid for _, process in running if _alive(process)]
+    if still:
+        console.print(f"[red]pid {', '.join(map(str, still))} still stopping after 120 s.[/red]")
+        return 1
+    console.print(f"Stopped (pid {', '.join(str(process.pid) for _, process in running)}).")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from modelrelease_local.demo import load_release, run_demo
 
     settings = StackSettings(state_dir=args.state_dir.resolve() / "demo", traffic_rate=args.rate)
-    result = run_demo(load_release(args.release), settings=settings, rollback=args.rollback, report_dir=args.report,
-                      console=console, live=not args.no_live, timeout=args.timeout)
+    try:
+        with _stopping_on_signals():
+            result = run_demo(load_release(args.release), settings=settings, rollback=args.rollback,
+                              report_dir=args.report, console=console, live=not args.no_live, timeout=args.timeout)
+    except StateInUse as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        return 1
+    except _Interrupted as stopped:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            console.print(f"Stopped by {signal.Signals(stopped.signum).name}; everything the demo started is stopped.")
+        return 128 + stopped.signum
     if not result.ok:
         console.print(f"[red]The release ended {result.phase}, expected {result.expected}.[/red]")
     return 0 if result.ok else 1

@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelrelease_local import errors
+from modelrelease_local import cel, errors, schema
 from modelrelease_local.resources import ApiResource
+from modelrelease_local.schema import FieldValidation
 
 __all__ = ["admit_create", "admit_update", "validate_name"]
 
@@ -141,8 +142,26 @@ _ON_CREATE: dict[tuple[str, str], Callable[[ApiResource, Object], None]] = {
 }
 
 
-def admit_create(resource: ApiResource, obj: Object, now: str) -> None:
+def _admit_custom(resource: ApiResource, obj: Object, old: Mapping[str, Any] | None,
+                  validation: FieldValidation) -> None:
+    """A custom resource against its CRD version's schema, in the server's order."""
+    structural = resource.schema
+    if structural is None:
+        return
+    validation.unknown_fields(resource, schema.prune(obj, structural))
+    schema.apply_defaults(obj, structural)
+    problems = schema.validate(obj, structural, old)
+    # The CRD's x-kubernetes-validations (CEL) rules are checked here, after the schema, adding to
+    # the same problems: the server answers one 422 with every cause.
+    problems += cel.rule_problems(resource, obj, old, problems)
+    if problems:
+        raise errors.invalid_fields(resource, obj["metadata"]["name"], problems)
+
+
+def admit_create(resource: ApiResource, obj: Object, now: str, validation: FieldValidation | None = None) -> None:
     """Default and validate a new object in place (its metadata is already stamped)."""
+    if resource.custom:
+        _admit_custom(resource, obj, None, validation or FieldValidation())
     if resource.storage in _WORKLOADS:
         _validate_pod_spec(resource, obj)
     hook = _ON_CREATE.get(resource.storage)
@@ -151,8 +170,11 @@ def admit_create(resource: ApiResource, obj: Object, now: str) -> None:
     _stamp_condition_times(obj, now)
 
 
-def admit_update(resource: ApiResource, old: Mapping[str, Any], new: Object, now: str) -> None:
+def admit_update(resource: ApiResource, old: Mapping[str, Any], new: Object, now: str,
+                 validation: FieldValidation | None = None) -> None:
     """Validate an updated object in place; the immutable metadata is already restored."""
+    if resource.custom:
+        _admit_custom(resource, new, old, validation or FieldValidation())
     name = new["metadata"]["name"]
     if resource.storage in _WORKLOADS and new.get("spec") != old.get("spec"):
         _validate_pod_spec(resource, new)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, Self, TypeVar
 import aiohttp.web
 import yaml
 
+from modelrelease_local.persistence import ApiPersistence
 from modelrelease_local.recording import Fault, FaultInjector, RequestLog
 from modelrelease_local.resources import ApiResource, ResourceRegistry
 from modelrelease_local.routing import ApiRequestHandler
@@ -44,13 +45,17 @@ class EmbeddedApiServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, context_name: str = "modelrelease-local",
                  auto_create_namespaces: bool = True, controllers: Iterable[BackgroundController] = (),
-                 request_log_limit: int = 100_000, event_log_size: int = 20_000) -> None:
+                 request_log_limit: int = 100_000, event_log_size: int = 1024,
+                 state_file: str | pathlib.Path | None = None) -> None:
+        """``state_file``: an SQLite file that keeps every object across restarts (see :mod:`.persistence`);
+        without it the objects live in memory only."""
         self.host = host
         self._requested_port = port
         self.context_name = context_name
         self.registry = ResourceRegistry()
+        self.persistence = ApiPersistence(state_file) if state_file is not None else None
         self.store = ObjectStore(self.registry, auto_create_namespaces=auto_create_namespaces,
-                                 event_log_size=event_log_size)
+                                 event_log_size=event_log_size, persistence=self.persistence)
         self.requests = RequestLog(request_log_limit)
         self.faults = FaultInjector()
         self._handler = ApiRequestHandler(store=self.store, registry=self.registry, log=self.requests,
@@ -119,6 +124,8 @@ class EmbeddedApiServer:
             self.store.events.close_all()  # end the watch-streams, or the shutdown waits for them
             await self._runner.cleanup()
             self._runner = None
+        if self.persistence is not None:
+            self.persistence.close()
 
     async def __aenter__(self) -> Self:
         return await self.astart()
@@ -280,12 +287,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="where to write a kubeconfig for it")
     parser.add_argument("--no-controllers", action="store_true", help="no emulated Job/Deployment controllers")
+    parser.add_argument("--state-file", type=pathlib.Path, help="keep the objects in this SQLite file across restarts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
         controllers = [] if args.no_controllers else [ControllerEmulator()]
-        async with EmbeddedApiServer(host=args.host, port=args.port, controllers=controllers) as server:
+        async with EmbeddedApiServer(host=args.host, port=args.port, controllers=controllers,
+                                     state_file=args.state_file) as server:
             if args.kubeconfig:
                 server.write_kubeconfig(args.kubeconfig)
             print(server.url, flush=True)  # for a parent process to read the address

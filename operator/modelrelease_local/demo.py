@@ -4,7 +4,10 @@ The demo: a whole staged release on the embedded default, watched live, with a r
 :func:`run_demo` starts a :class:`~.stack.LocalStack`, applies the ModelRelease (by default
 ``examples/digits-demo.yaml``) with the local Prometheus' address filled in, shows the live view
 until the release is Released, RolledBack or Failed (or the time is up), writes the report
-directory (chart, final ModelRelease, timeline), prints a summary, and stops everything.
+directory (chart, final ModelRelease, timeline), prints a summary, and stops everything. It starts
+from a clean state directory of its own (no objects, models or metrics of an earlier demo); a second
+demo on the same directory is refused while the first runs. An operator that exits meanwhile is
+started again, and the view says so.
 
 The rollback variant makes the last stage's canary faulty: it adds to ``spec.serving.template``
 the annotations that the local runner turns into the reference server's fault injection
@@ -21,7 +24,6 @@ import copy
 import dataclasses
 import datetime
 import pathlib
-import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -79,12 +81,6 @@ def prepare_release(manifest: Mapping[str, Any], prometheus_url: str, *, rollbac
     return prepared
 
 
-def _fresh_state(state_dir: pathlib.Path) -> None:
-    """A demo starts clean: no models, logs or metrics of an earlier run (only our own folders go)."""
-    for part in ("artifacts", "prometheus", "logs"):
-        shutil.rmtree(state_dir / part, ignore_errors=True)
-
-
 def default_report_dir(name: str, rollback: bool) -> pathlib.Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return pathlib.Path("reports") / f"{stamp}-{name}{'-rollback' if rollback else ''}"
@@ -107,7 +103,8 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
     meta = manifest.get("metadata") or {}
     namespace, name = meta.get("namespace") or "default", meta["name"]
     report_dir = report_dir or default_report_dir(name, rollback)
-    _fresh_state(settings.state_dir)
+    # A demo starts clean, once the state directory is its own (a second demo on it is refused first).
+    settings = dataclasses.replace(settings, fresh=True)
     with LocalStack(settings) as stack:
         recorder = ReleaseRecorder(lambda: stack.get_release(namespace, name))
         stack.apply_release(prepare_release(manifest, stack.prometheus_url, rollback=rollback))
@@ -122,20 +119,19 @@ def run_demo(manifest: Mapping[str, Any], *, settings: StackSettings | None = No
                     if isinstance(view, LiveView):
                         view.update(release, elapsed=time.monotonic() - started, progress=stack.executor.progress(),
                                     traffic=stack.traffic.stats if stack.traffic else None,
-                                    ready=_ready_per_track(stack, namespace, name))
+                                    ready=_ready_per_track(stack, namespace, name), restarts=stack.restarts())
                     if phase in TERMINAL_PHASES or time.monotonic() - started > timeout:
                         break
-                    if not stack.operator_alive() and stack.settings.operator:
-                        console.print(f"[red]The operator exited; see {stack.operator_log}[/red]")
-                        break
+                    # An operator that exits is started again by the stack (the view says so): keep watching.
                     time.sleep(0.5)
         finally:
             recorder.stop()
         elapsed = time.monotonic() - started
         release = dict(recorder.latest or {"metadata": {"name": name}})
         files = write_report(report_dir, release, recorder.samples)
+        restarts = stack.restarts()
     if not live:
-        console.print(render(release, elapsed=elapsed))
+        console.print(render(release, elapsed=elapsed, restarts=restarts))
     console.print(summary_table(release, elapsed))
     console.print(f"Report: {report_dir}/ (chart.png, modelrelease.yaml, timeline.json)")
     phase = (release.get("status") or {}).get("phase") or "Pending"

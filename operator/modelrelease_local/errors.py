@@ -4,6 +4,11 @@ exception types (``ApiException.status``, kopf's ``APIConflictError``, kubectl's
 """
 from __future__ import annotations
 
+import dataclasses
+import decimal
+import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -12,9 +17,10 @@ import kmock
 from modelrelease_local.resources import ApiResource
 
 __all__ = [
-    "ApiError", "EndpointNotFound", "ObjectNotFound", "ResourceNotFound", "already_exists", "bad_request", "conflict",
-    "endpoint_not_found", "error_for_code", "forbidden_change", "gone", "invalid", "method_not_allowed",
-    "not_acceptable", "not_found", "resource_not_found", "status_body", "unsupported_media_type",
+    "ApiError", "EndpointNotFound", "FieldError", "ObjectNotFound", "ResourceNotFound", "already_exists", "bad_request",
+    "conflict", "endpoint_not_found", "error_for_code", "forbidden_change", "go_format", "go_quote", "gone", "invalid",
+    "invalid_fields", "invalid_object", "method_not_allowed", "not_acceptable", "not_found", "resource_not_found",
+    "status_body", "strict_decoding", "unsupported_media_type",
 ]
 
 _REASONS = {
@@ -142,3 +148,84 @@ def gone(message: str) -> ApiError:
 def error_for_code(code: int, message: str | None = None, reason: str | None = None) -> ApiError:
     reason = reason or _REASONS.get(code, "Unknown")
     return ApiError(code, reason, message or f"injected failure: {reason}", None)
+
+
+# Field errors, in the words of the API server's field.Error: a reason (the cause type), the field's
+# path, the bad value and a detail; several of them make one 422 Invalid with a cause each.
+
+_CAUSE_WORDS = {
+    "FieldValueRequired": "Required value", "FieldValueInvalid": "Invalid value",
+    "FieldValueTypeInvalid": "Invalid value", "FieldValueNotSupported": "Unsupported value",
+    "FieldValueDuplicate": "Duplicate value", "FieldValueForbidden": "Forbidden", "FieldValueTooLong": "Too long",
+    "FieldValueTooMany": "Too many", "FieldValueNotFound": "Not found",
+}
+_VALUE_NOT_SHOWN = {"FieldValueRequired", "FieldValueForbidden", "FieldValueTooLong"}
+
+
+def go_quote(text: str) -> str:
+    """A string as Go's %q writes it (close enough: JSON's escapes, printable characters kept)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def go_format(value: Any) -> str:
+    """A decoded JSON value as Go's %v writes it: 100 for 100.0, 1e+06 for a million, true, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        digits = decimal.Decimal(repr(value)).normalize()
+        exponent = digits.adjusted()
+        if digits and (exponent < -4 or exponent >= 6):  # strconv's shortest %g switches to %e there
+            mantissa = f"{digits.scaleb(-exponent):f}"
+            return f"{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+        return f"{digits:f}"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldError:
+    reason: str  # the StatusCause type: FieldValueInvalid, FieldValueRequired, ...
+    field: str
+    value: Any = None
+    detail: str = ""
+
+    @property
+    def body(self) -> str:
+        """The cause's message: what is wrong with the field, without its path."""
+        words = _CAUSE_WORDS.get(self.reason, self.reason)
+        if self.reason not in _VALUE_NOT_SHOWN:
+            value = self.value
+            if isinstance(value, str):
+                shown = go_quote(value)
+            elif value is None or isinstance(value, (bool, int, float)):
+                shown = go_format(value)
+            else:  # the server prints Go syntax here; JSON says the same to a reader
+                shown = json.dumps(value, sort_keys=True)
+            words = f"{words}: {shown}"
+        return f"{words}: {self.detail}" if self.detail else words
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.body}"
+
+
+def invalid_object(group: str, kind: str, name: str, problems: Sequence[FieldError]) -> ApiError:
+    """422 Invalid for an object of a group and kind, one cause per problem (as errors.NewInvalid)."""
+    qualified = f"{kind}.{group}" if group else kind
+    messages = list(dict.fromkeys(str(problem) for problem in problems))
+    summary = messages[0] if len(messages) == 1 else f"[{', '.join(messages)}]"
+    details: dict[str, Any] = {"name": name, "group": group, "kind": kind, "causes": [
+        {"reason": problem.reason, "message": problem.body, "field": problem.field} for problem in problems]}
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', details)
+
+
+def invalid_fields(resource: ApiResource, name: str, problems: Sequence[FieldError]) -> ApiError:
+    return invalid_object(resource.group, resource.kind, name, problems)
+
+
+def strict_decoding(resource: ApiResource, unknown: Sequence[str], *, patch: bool) -> ApiError:
+    """400 for unknown fields under fieldValidation=Strict; a patch's error names no kind, as the server's."""
+    why = "strict decoding error: " + ", ".join(f'unknown field "{path}"' for path in unknown)
+    if not patch:
+        why = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: {why}'
+    return bad_request(why)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelrelease_local.outcomes import JobOutcome
+from modelrelease_local.supervision import popen
 from modelrelease_local.volumes import PathMap, pod_path_map
 
 __all__ = ["ProcessJobExecutor", "TrainingProgress", "process_environment", "run_command"]
@@ -178,9 +179,9 @@ class ProcessJobExecutor:
         with log_file.open("ab") as log:
             logger.info("Starting %s (log: %s)", " ".join(command), log_file)
             # Its own session: Ctrl-C in the terminal reaches us, not the trainer, and a kill of the
-            # group takes whatever the trainer started.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, cwd=cwd, start_new_session=True)
+            # group takes whatever the trainer started. It dies with this process (see supervision.popen).
+            process = popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, cwd=cwd, start_new_session=True)
         self._processes[process.pid] = process
         try:
             while process.poll() is None:

@@ -21,11 +21,21 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 __all__ = [
-    "DeploymentRunner", "JobExecutor", "JobOutcome", "RolloutOutcome", "ScriptedExecutor", "ScriptedRollout",
+    "DISRUPTION_MESSAGES", "DeploymentRunner", "JobExecutor", "JobOutcome", "RolloutOutcome", "ScriptedExecutor",
+    "ScriptedRollout",
 ]
 
 Object = dict[str, Any]
-OutcomeKind = Literal["succeeded", "failed", "oom_killed", "deadline_exceeded", "run_forever"]
+OutcomeKind = Literal["succeeded", "failed", "oom_killed", "deadline_exceeded", "disrupted", "run_forever"]
+
+# The messages Kubernetes writes on a DisruptionTarget condition, by its reason.
+DISRUPTION_MESSAGES = {
+    "DeletionByTaintManager": "Taint manager: deleting due to NoExecute taint",
+    "EvictionByEvictionAPI": "Eviction API: evicting",
+    "PreemptionByScheduler": "default-scheduler: preempting to accommodate a higher priority pod",
+    "DeletionByPodGC": "PodGC: node no longer exists",
+    "TerminationByKubelet": "The node was low on resource: memory.",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +45,7 @@ class JobOutcome:
     message: str | None = None  # the container's termination message (state.terminated.message)
     exit_code: int = 0
     delay: float = 0.0  # seconds to stay Running before ending (scripted executor only)
+    disruption: str | None = None  # the DisruptionTarget condition's reason, for a disrupted Pod
 
     @classmethod
     def succeeded(cls, message: str | None = None, *, delay: float = 0.0) -> JobOutcome:
@@ -51,6 +62,16 @@ class JobOutcome:
     @classmethod
     def deadline_exceeded(cls, *, delay: float = 0.0) -> JobOutcome:
         return cls("deadline_exceeded", None, 137, delay)
+
+    @classmethod
+    def disrupted(cls, reason: str = "EvictionByEvictionAPI", *, exit_code: int = 137,
+                  delay: float = 0.0) -> JobOutcome:
+        """The Pod was killed from outside (eviction, preemption, a lost node): it gets a DisruptionTarget
+        condition with this reason, which a podFailurePolicy may ignore."""
+        if reason not in DISRUPTION_MESSAGES:
+            raise ValueError(f"disrupted(reason={reason!r}): the reason must be one Kubernetes writes on a"
+                             f" DisruptionTarget condition: {', '.join(sorted(DISRUPTION_MESSAGES))}")
+        return cls("disrupted", None, exit_code, delay, reason)
 
     @classmethod
     def run_forever(cls) -> JobOutcome:

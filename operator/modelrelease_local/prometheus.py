@@ -22,6 +22,7 @@ import yaml
 from modelrelease.adapters.prometheus import is_ready, request_reload
 from modelrelease.promql.templates import format_range
 from modelrelease_local.ports import free_port
+from modelrelease_local.supervision import popen
 
 DEFAULT_BINARY = "prometheus"
 
@@ -92,11 +93,18 @@ class PrometheusProcess:
         self.binary = binary or shutil.which(DEFAULT_BINARY) or DEFAULT_BINARY
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.starts = 0
+        """How many times a server was started: a new one has only the targets of its config file."""
 
     @property
     def url(self) -> str:
         scheme = "https" if self._tls_cert() else "http"
         return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process last started (it may have exited since), None once stopped."""
+        return self._process
 
     @property
     def running(self) -> bool:
@@ -133,11 +141,12 @@ class PrometheusProcess:
             return
         self.write_config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("ab")
-        # Own session: a Ctrl-C meant for the test runner should not reach the server mid-write.
-        self._process = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        if self._log is None:  # kept open across a restart after the server died by itself
+            self._log = self.log_file.open("ab")
+        # Own session: a Ctrl-C meant for the test runner should not reach the server mid-write. It dies
+        # with this process, whatever ends it (see supervision.popen).
+        self._process = popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.starts += 1
         try:
             self.wait_ready(timeout)
         except BaseException:

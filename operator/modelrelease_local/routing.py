@@ -16,18 +16,20 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
+import multidict
 import yaml
 
-from modelrelease_local import errors, openapi, protobuf, tables
+from modelrelease_local import errors, openapi, paging, protobuf, tables
 from modelrelease_local.patching import PatchType
 from modelrelease_local.recording import FaultInjector, RequestLog, RequestRecord
 from modelrelease_local.resources import ApiResource, ResourceRegistry
+from modelrelease_local.schema import FieldValidation
 from modelrelease_local.selectors import FieldSelector, LabelSelector, SelectorError
 from modelrelease_local.store import ObjectStore
 from modelrelease_local.watching import Watcher
@@ -51,8 +53,15 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
-def _json(data: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
+def _warning_header(text: str) -> str:
+    # RFC 7234's warn-text, as the API server writes it: code 299, no agent, a quoted string.
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json(data: Any, status: int = 200, warnings: Sequence[str] = ()) -> aiohttp.web.Response:
+    headers = multidict.CIMultiDict(("Warning", _warning_header(text)) for text in warnings)
+    return aiohttp.web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json",
+                                headers=headers)
 
 
 def _decode(raw: bytes, content_type: str | None) -> Any:
@@ -105,6 +114,7 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
     log: RequestLog
     faults: FaultInjector
     host_port: str = ""
+    pages: paging.ListPager = attrs.field(factory=paging.ListPager)  # snapshots behind LIST continue tokens
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # kmock's discovery reactions and its "no such endpoint" fallback
@@ -226,34 +236,46 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
         method, name = request.method, route.name
         try:
             labels = LabelSelector.parse(query.get("labelSelector"))
-            fields = FieldSelector.parse(query.get("fieldSelector"))
+            fields = FieldSelector.parse(query.get("fieldSelector")).for_resource(resource)
         except SelectorError as exc:
             raise errors.bad_request(str(exc)) from None
 
         if method == "GET" and query.get("watch") in ("true", "1"):
             if name is not None:
-                fields = FieldSelector.parse(",".join(filter(None, [fields.text, f"metadata.name={name}"])))
+                fields = FieldSelector.parse(",".join(filter(None, [fields.text, f"metadata.name={name}"]))
+                                             ).for_resource(resource)
             stream = self._watch(request, query, record_base, resource, namespace, labels, fields)
             return await kmock.Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)(
                 self._kmock_request(request, query, raw, body, route))
         if method == "GET" and name is None:
-            items = self.store.list_objects(resource, namespace, labels, fields)
-            return self._objects_response(request, query, resource, items, as_list=True)
+            page = self.pages.page(
+                lambda: self.store.iter_stored(resource, namespace), self.store.resource_version,
+                limit=paging.parse_limit(query.get("limit")), continue_token=query.get("continue"),
+                matches=lambda obj: labels.matches(obj) and fields.matches(obj),
+                counted=not labels.text and fields.empty)
+            items = [self.store.render(resource, obj) for obj in page.items]
+            return self._objects_response(request, query, resource, items, page=page)
         if method == "GET" and name is not None and route.subresource == "scale":
             return _json(self.store.scale_of(resource, self.store.get(resource, namespace, name)))
         if method == "GET" and name is not None:
             return self._objects_response(request, query, resource, [self.store.get(resource, namespace, name)])
         if method == "POST" and name is None:
-            return _json(self.store.create(resource, namespace, body, dry_run=dry_run), 201)
+            validation = FieldValidation.from_query(query.get("fieldValidation"), "CreateOptions")
+            created = self.store.create(resource, namespace, body, dry_run=dry_run, validation=validation)
+            return _json(created, 201, validation.warnings)
         if method == "PUT" and name is not None:
-            return _json(self.store.replace(resource, namespace, name, body, subresource=route.subresource,
-                                            dry_run=dry_run))
+            validation = FieldValidation.from_query(query.get("fieldValidation"), "UpdateOptions")
+            replaced = self.store.replace(resource, namespace, name, body, subresource=route.subresource,
+                                          dry_run=dry_run, validation=validation)
+            return _json(replaced, warnings=validation.warnings)
         if method == "PATCH" and name is not None:
             patch_type = _media_type(request.headers.get("Content-Type"))
             if patch_type not in PatchType.ALL:
                 raise errors.unsupported_media_type(patch_type)
-            return _json(self.store.patch(resource, namespace, name, patch_type, body,
-                                          subresource=route.subresource, dry_run=dry_run))
+            validation = FieldValidation.from_query(query.get("fieldValidation"), "PatchOptions")
+            patched = self.store.patch(resource, namespace, name, patch_type, body, subresource=route.subresource,
+                                       dry_run=dry_run, validation=validation)
+            return _json(patched, warnings=validation.warnings)
         if method == "DELETE":
             options = dict(body or {})
             if "propagationPolicy" in query:
@@ -265,23 +287,39 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
         raise errors.method_not_allowed(f"the server does not allow this method on the requested resource"
                                         f" ({method} {request.path})")
 
-    def _list_body(self, resource: ApiResource, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def _list_body(self, resource: ApiResource, items: list[dict[str, Any]],
+                   page: paging.ListPage | None = None) -> dict[str, Any]:
         return {
             "kind": resource.list_kind,
             "apiVersion": resource.api_version,
-            "metadata": {"resourceVersion": self.store.resource_version},
+            "metadata": self._list_meta(page),
             "items": items,
         }
 
+    def _list_meta(self, page: paging.ListPage | None) -> dict[str, Any]:
+        if page is None:
+            return {"resourceVersion": self.store.resource_version}
+        meta: dict[str, Any] = {"resourceVersion": page.resource_version}
+        if page.continue_token is not None:
+            meta["continue"] = page.continue_token
+        if page.remaining is not None:
+            meta["remainingItemCount"] = page.remaining
+        return meta
+
     def _objects_response(self, request: aiohttp.web.BaseRequest, query: dict[str, str], resource: ApiResource,
-                          items: list[dict[str, Any]], *, as_list: bool = False) -> aiohttp.web.StreamResponse:
+                          items: list[dict[str, Any]], *, page: paging.ListPage | None = None
+                          ) -> aiohttp.web.StreamResponse:
+        """One object, or (with ``page``) a list: as JSON, or as the Table kubectl asks for."""
         accept = request.headers.get("Accept", "")
         if tables.wants_table(accept):
-            return _json(tables.render_table(resource, items, include_object=query.get("includeObject"),
-                                             resource_version=self.store.resource_version))
+            table = tables.render_table(resource, items, include_object=query.get("includeObject"),
+                                        resource_version=self.store.resource_version)
+            if page is not None:  # a Table's metadata is a ListMeta: kubectl pages through it
+                table["metadata"] = self._list_meta(page)
+            return _json(table)
         if "json" not in accept and "*/*" not in accept and accept:
             raise errors.not_acceptable(f"only application/json is served, not {accept!r}")
-        return _json(self._list_body(resource, items) if as_list else items[0])
+        return _json(self._list_body(resource, items, page) if page is not None else items[0])
 
     def _watch(self, request: aiohttp.web.BaseRequest, query: dict[str, str], record_base: Mapping[str, Any],
                resource: ApiResource, namespace: str | None, labels: LabelSelector,

@@ -44,6 +44,7 @@ from modelrelease_local import timestamps
 from modelrelease_local.executor import exit_code_of, kill_group, local_command, process_environment
 from modelrelease_local.outcomes import RolloutOutcome
 from modelrelease_local.ports import free_port, port_is_free
+from modelrelease_local.supervision import popen
 from modelrelease_local.volumes import pod_path_map
 
 __all__ = ["FAULT_ANNOTATIONS", "EndpointKey", "ProcessDeploymentRunner", "ServerProcess"]
@@ -293,8 +294,9 @@ class ProcessDeploymentRunner:
         probe = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("path") or "/readyz"
         try:
             with log_file.open("ab") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           env=env, cwd=scratch, start_new_session=True)
+                # It dies with this process, whatever ends it (see supervision.popen).
+                process = popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=scratch, start_new_session=True)
         except OSError:
             shutil.rmtree(scratch, ignore_errors=True)
             raise

@@ -4,9 +4,12 @@ Label and field selectors as the Kubernetes API parses them from query strings.
 Label selectors: ``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x,y)``, ``a``, ``!a``,
 ``a>1``, ``a<1``; comma-separated requirements must all hold.
 
-Field selectors: ``path=value``, ``path==value``, ``path!=value``; the path is a dotted path into
-the object (``metadata.name``, ``status.phase``, ``involvedObject.uid``), so that any field that
-a client filters on (kubectl's event lookups included) works without per-kind tables.
+Field selectors: ``label=value``, ``label==value``, ``label!=value``. Each resource supports only its
+own field labels, as the real server's per-kind tables say (:func:`field_labels`): every kind
+``metadata.name`` and ``metadata.namespace``, some kinds more (pods ``spec.nodeName``, ``status.phase``…;
+events ``involvedObject.*``, ``reason``, ``type``…), a custom resource its CRD version's
+``selectableFields``. Any other label is refused (400, "field label not supported: spec.foo"), as
+https://kubernetes.io/docs/concepts/overview/working-with-objects/field-selectors/ documents.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FieldSelector", "LabelSelector", "SelectorError"]
+if TYPE_CHECKING:
+    from modelrelease_local.resources import ApiResource
+
+__all__ = ["FieldSelector", "LabelSelector", "SelectorError", "field_labels"]
 
 
 class SelectorError(ValueError):
@@ -111,10 +117,58 @@ def _field_value(obj: Mapping[str, Any], path: str) -> str:
     return str(node)
 
 
+FieldValue = Callable[[Mapping[str, Any]], str]
+
+
+def _at(path: str, default: str = "") -> FieldValue:
+    return lambda obj: _field_value(obj, path) or default
+
+
+_METADATA: dict[str, FieldValue] = {"metadata.name": _at("metadata.name"),
+                                    "metadata.namespace": _at("metadata.namespace")}
+_INVOLVED = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+# The field labels each built-in resource adds to metadata.name/namespace, and how the real server
+# reads them (pkg/registry/*/strategy.go, ToSelectableFields): some are renamed, some have defaults.
+_BUILTIN_FIELDS: dict[tuple[str, str], dict[str, FieldValue]] = {
+    ("", "pods"): {
+        **{label: _at(label) for label in ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                                           "spec.serviceAccountName", "status.phase", "status.podIP",
+                                           "status.nominatedNodeName")},
+        "spec.hostNetwork": _at("spec.hostNetwork", "false"),
+    },
+    ("", "events"): {
+        **{f"involvedObject.{part}": _at(f"involvedObject.{part}") for part in _INVOLVED},
+        "reason": _at("reason"), "reportingComponent": _at("reportingComponent"), "type": _at("type"),
+        "source": _at("source.component"),
+    },
+    ("events.k8s.io", "events"): {
+        **{f"regarding.{part}": _at(f"regarding.{part}") for part in _INVOLVED},
+        "reason": _at("reason"), "reportingController": _at("reportingController"), "type": _at("type"),
+    },
+    ("", "secrets"): {"type": _at("type")},
+    ("", "namespaces"): {"status.phase": _at("status.phase")},
+    ("", "nodes"): {"spec.unschedulable": _at("spec.unschedulable", "false")},
+    ("", "replicationcontrollers"): {"status.replicas": _at("status.replicas", "0")},
+    ("apps", "replicasets"): {"status.replicas": _at("status.replicas", "0")},
+    ("batch", "jobs"): {"status.successful": _at("status.succeeded", "0")},
+    ("certificates.k8s.io", "certificatesigningrequests"): {"spec.signerName": _at("spec.signerName")},
+}
+
+
+def field_labels(resource: ApiResource) -> dict[str, FieldValue]:
+    """The field labels a resource's field selectors may use, each with how its value is read."""
+    if resource.custom:
+        custom = {path.lstrip("."): _at(path.lstrip(".")) for path in resource.selectable_fields if path}
+        return {**_METADATA, **custom}
+    return {**_METADATA, **_BUILTIN_FIELDS.get((resource.group, resource.plural), {})}
+
+
 @dataclasses.dataclass(frozen=True)
 class FieldSelector:
     text: str
     _terms: tuple[tuple[str, bool, str], ...] = dataclasses.field(repr=False, compare=False)
+    # Bound to a resource: how each of its field labels is read (unbound: a dotted path into the object).
+    _values: Mapping[str, FieldValue] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str | None) -> FieldSelector:
@@ -126,8 +180,22 @@ class FieldSelector:
             terms.append((match.group(1), match.group(2) != "!=", match.group(3)))
         return cls(text or "", tuple(terms))
 
+    def for_resource(self, resource: ApiResource) -> FieldSelector:
+        """This selector, checked against the resource's field labels (SelectorError names the first unknown)."""
+        labels = field_labels(resource)
+        for path, _, _ in self._terms:
+            if path not in labels:
+                raise SelectorError(f"field label not supported: {path}")
+        return dataclasses.replace(self, _values=labels)
+
     def matches(self, obj: Mapping[str, Any]) -> bool:
-        return all((_field_value(obj, path) == value) == equal for path, equal, value in self._terms)
+        values = self._values
+        return all(((values[path](obj) if values is not None else _field_value(obj, path)) == value) == equal
+                   for path, equal, value in self._terms)
+
+    @property
+    def empty(self) -> bool:
+        return not self._terms
 
     def value_of(self, path: str) -> str | None:
         """The required value of an equality term for a field, if the selector pins it."""

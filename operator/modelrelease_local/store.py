@@ -7,12 +7,12 @@ respect to the others (no locks needed). Every committed change gets the next va
 
 Semantics kept: uid/creationTimestamp/generation stamping; generation bumps on changes outside
 metadata and status; optimistic concurrency (409 on a stale resourceVersion); status subresource
-isolation; finalizers and deletionTimestamp; garbage collection by ownerReferences; namespace
-cleanup; dry runs; CRDs (un)registering their resources; no-op writes not bumping anything.
+isolation; finalizers and deletionTimestamp; garbage collection by ownerReferences and namespace
+cleanup (in :mod:`.cascade`); dry runs; CRDs (un)registering their resources; no-op writes not bumping
+anything; the structural schema and CEL rules of custom resources (:mod:`.admission`); persistence.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import secrets
 import uuid
@@ -20,8 +20,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from modelrelease_local import admission, errors, patching, timestamps
+from modelrelease_local.cascade import DeletionCascade
 from modelrelease_local.patching import PatchType
-from modelrelease_local.resources import ApiResource, ResourceRegistry, StorageKey, resources_from_crd
+from modelrelease_local.persistence import ApiPersistence, LoadedState
+from modelrelease_local.resources import ApiResource, ResourceRegistry, StorageKey
+from modelrelease_local.scale import scale_view
+from modelrelease_local.schema import FieldValidation
 from modelrelease_local.selectors import FieldSelector, LabelSelector
 from modelrelease_local.watching import EventLog, StoreEvent, Watcher
 
@@ -49,17 +53,35 @@ def _without_rv(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
-class ObjectStore:
+class ObjectStore(DeletionCascade):
 
     def __init__(self, registry: ResourceRegistry, *, auto_create_namespaces: bool = True,
-                 event_log_size: int = 20000) -> None:
+                 event_log_size: int = 1024, event_log_age: float | None = None,
+                 persistence: ApiPersistence | None = None) -> None:
+        """With ``persistence``, the objects it holds come back and every commit is written to it."""
         self.registry = registry
         self.auto_create_namespaces = auto_create_namespaces
-        self.events = EventLog(event_log_size)
+        # The watch history per resource type, as the API server's watch cache: older resourceVersions get 410.
+        self.events = EventLog(event_log_size, max_age=event_log_age)
         self._objects: dict[StorageKey, dict[ObjectKey, Object]] = {}
         self._uids: dict[str, tuple[StorageKey, ObjectKey]] = {}
+        self.persistence = persistence
+        if persistence is not None:
+            self._restore(persistence.load())
         for name in ("default", "kube-system", "kube-public"):
-            self.create(self._resource(_NAMESPACES), None, {"metadata": {"name": name}})
+            if (None, name) not in self._objects.get(_NAMESPACES, {}):
+                self.create(self._resource(_NAMESPACES), None, {"metadata": {"name": name}})
+
+    def _restore(self, state: LoadedState) -> None:
+        """Objects as committed before (CRDs come first: they register their resources)."""
+        for storage, key, obj in state.objects:
+            if storage == _CRDS:
+                self._sync_crd(obj, removed=False)
+            self._objects.setdefault(storage, {})[key] = obj
+            self._uids[obj["metadata"]["uid"]] = (storage, key)
+        # The counter goes on from where it stopped, and nothing before it can be replayed: a watch
+        # from an older resourceVersion gets 410 Gone and lists again.
+        self.events._rv = self.events._compacted_rv = state.resource_version
 
     # Reading.
 
@@ -144,7 +166,9 @@ class ObjectStore:
 
     # Writing.
 
-    def create(self, resource: ApiResource, namespace: str | None, body: Any, *, dry_run: bool = False) -> Object:
+    def create(self, resource: ApiResource, namespace: str | None, body: Any, *, dry_run: bool = False,
+               validation: FieldValidation | None = None) -> Object:
+        """``validation``: the request's fieldValidation directive; its warnings are collected there."""
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -181,14 +205,15 @@ class ObjectStore:
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now, generation=1)
         if resource.has_status:
             obj.pop("status", None)  # as the real create strategies do: status is the controllers' business
-        admission.admit_create(resource, obj, now)
+        admission.admit_create(resource, obj, now, validation)
         obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
         if dry_run:
             return self.render(resource, obj)
         return self._commit(resource, key, None, obj)
 
     def replace(self, resource: ApiResource, namespace: str | None, name: str, body: Any, *,
-                subresource: str | None = None, dry_run: bool = False) -> Object:
+                subresource: str | None = None, dry_run: bool = False,
+                validation: FieldValidation | None = None) -> Object:
         if not isinstance(body, dict):
             raise errors.bad_request("the request body must be a JSON object")
         if subresource == "scale":
@@ -199,15 +224,25 @@ class ObjectStore:
             raise errors.bad_request(f"the name of the object ({body_name}) does not match"
                                      f" the name on the URL ({name})")
         old = self._stored(resource, namespace, name)
-        return self._update(resource, old, copy.deepcopy(body), subresource=subresource, dry_run=dry_run)
+        if resource.custom and not (body.get("metadata") or {}).get("resourceVersion"):
+            # Custom resources do not allow unconditional updates (built-in kinds do).
+            why = "Invalid value: 0x0: must be specified for an update"
+            raise errors.ApiError(422, "Invalid", f'{resource.kind}.{resource.group} "{name}" is invalid:'
+                                  f' metadata.resourceVersion: {why}', {
+                                      "name": name, "group": resource.group, "kind": resource.kind,
+                                      "causes": [{"reason": "FieldValueInvalid", "message": why,
+                                                  "field": "metadata.resourceVersion"}]})
+        return self._update(resource, old, copy.deepcopy(body), subresource=subresource, dry_run=dry_run,
+                            validation=validation)
 
     def patch(self, resource: ApiResource, namespace: str | None, name: str, patch_type: str, patch: Any, *,
-              subresource: str | None = None, dry_run: bool = False) -> Object:
+              subresource: str | None = None, dry_run: bool = False,
+              validation: FieldValidation | None = None) -> Object:
         key = self._key(resource, namespace, name)
         old = self._objects.get(resource.storage, {}).get(key)
         if old is None and patch_type == PatchType.APPLY and subresource is None:
             body = dict(patch or {}, metadata={**((patch or {}).get("metadata") or {}), "name": name})
-            return self.create(resource, namespace, body, dry_run=dry_run)
+            return self.create(resource, namespace, body, dry_run=dry_run, validation=validation)
         if old is None:
             raise errors.not_found(resource, name)
         if patch_type == PatchType.STRATEGIC and resource.custom:
@@ -223,21 +258,10 @@ class ObjectStore:
                                   f" request: {exc}", None) from None
         if subresource == "scale":
             return self._write_scale(resource, old, new, dry_run=dry_run)
-        return self._update(resource, old, new, subresource=subresource, dry_run=dry_run)
+        return self._update(resource, old, new, subresource=subresource, dry_run=dry_run,
+                            validation=(validation or FieldValidation()).for_patch())
 
-    @staticmethod
-    def scale_of(resource: ApiResource, obj: Mapping[str, Any]) -> Object:
-        """The ``autoscaling/v1 Scale`` view of an object (the ``/scale`` subresource)."""
-        meta = obj["metadata"]
-        selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        return {
-            "apiVersion": "autoscaling/v1", "kind": "Scale",
-            "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if key in meta},
-            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": ",".join(f"{key}={value}" for key, value in selector.items())},
-        }
+    scale_of = staticmethod(scale_view)
 
     def _write_scale(self, resource: ApiResource, old: Object, scale: Mapping[str, Any], *, dry_run: bool) -> Object:
         replicas = (scale.get("spec") or {}).get("replicas")
@@ -249,7 +273,7 @@ class ObjectStore:
         return self.scale_of(resource, self._update(resource, old, candidate, subresource=None, dry_run=dry_run))
 
     def _update(self, resource: ApiResource, old: Object, candidate: Object, *,
-                subresource: str | None, dry_run: bool) -> Object:
+                subresource: str | None, dry_run: bool, validation: FieldValidation | None = None) -> Object:
         name = old["metadata"]["name"]
         meta = candidate.get("metadata")
         if not isinstance(meta, dict):
@@ -287,7 +311,7 @@ class ObjectStore:
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _content(new, resource) != _content(old, resource):
             new["metadata"]["generation"] = int(old["metadata"].get("generation") or 0) + 1
-        admission.admit_update(resource, old, new, timestamps.now())
+        admission.admit_update(resource, old, new, timestamps.now(), validation)
         if _without_rv(new) == _without_rv(old):
             return self.render(resource, old)  # a no-op write: no new resourceVersion, no watch event
         if dry_run:
@@ -315,6 +339,8 @@ class ObjectStore:
                 return self.render(resource, old)
             new = copy.deepcopy(old)
             new["metadata"].update(deletionTimestamp=timestamps.now(), deletionGracePeriodSeconds=0)
+            if new["metadata"].get("generation"):  # deletion is a change controllers of the object must see
+                new["metadata"]["generation"] = int(new["metadata"]["generation"]) + 1
             return self._commit(resource, key, old, new)
         result = self._commit(resource, key, old, old, deleting=True)
         self._after_delete(resource, result, orphan=(policy == "Orphan"))
@@ -366,65 +392,9 @@ class ObjectStore:
             event_type = "ADDED" if old is None else "MODIFIED"
         if resource.storage == _CRDS:
             self._sync_crd(new, removed=deleting)
+        if self.persistence is not None:  # on disk before the API answers, and before any watcher hears of it
+            self.persistence.record(resource.storage, key, None if deleting else new, self.events.last_rv)
         self.events.publish(StoreEvent(event_type, resource.storage, key[0], new, old, rv))
         if finalized:
             self._after_delete(resource, new, orphan=False)
         return self.render(resource, new)
-
-    def _after_delete(self, resource: ApiResource, obj: Object, *, orphan: bool) -> None:
-        uid = obj["metadata"]["uid"]
-        if resource.storage == _NAMESPACES:
-            self._empty_namespace(obj["metadata"]["name"])
-        self._schedule(lambda: self._collect_dependents(uid, orphan=orphan))
-
-    def _sync_crd(self, crd: Object, *, removed: bool) -> None:
-        crd_name = crd["metadata"]["name"]
-        old_storages = {res.storage for res in self.registry if res.crd_name == crd_name}
-        if removed:
-            self.registry.remove_crd(crd_name)
-            for storage in old_storages:  # the real server deletes all custom objects with their CRD
-                for (namespace, name) in list(self._objects.get(storage, {})):
-                    self._force_remove(storage, namespace, name)
-        else:
-            self.registry.replace_crd(crd_name, resources_from_crd(crd))
-
-    def _force_remove(self, storage: StorageKey, namespace: str | None, name: str) -> None:
-        obj = self._objects.get(storage, {}).pop((namespace, name), None)
-        if obj is not None:
-            self._uids.pop(obj["metadata"]["uid"], None)
-            self.events.publish(StoreEvent("DELETED", storage, namespace, obj, obj, self.events.next_rv()))
-
-    def _empty_namespace(self, namespace: str) -> None:
-        for storage, bucket in list(self._objects.items()):
-            resource = self.registry.preferred(storage)
-            for (obj_namespace, name) in list(bucket):
-                if resource is not None and obj_namespace == namespace and (obj_namespace, name) in bucket:
-                    self.delete(resource, namespace, name)
-
-    def _collect_dependents(self, owner_uid: str, *, orphan: bool) -> None:
-        """The garbage collector: delete (or orphan) the objects whose owners are all gone."""
-        for storage, bucket in list(self._objects.items()):
-            resource = self.registry.preferred(storage)
-            if resource is None:
-                continue
-            for key, obj in list(bucket.items()):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if not any(ref.get("uid") == owner_uid for ref in refs):
-                    continue
-                remaining = [ref for ref in refs if ref.get("uid") != owner_uid and ref.get("uid") in self._uids]
-                if remaining or orphan:
-                    new = copy.deepcopy(obj)
-                    new["metadata"]["ownerReferences"] = [ref for ref in refs if ref.get("uid") != owner_uid]
-                    if not new["metadata"]["ownerReferences"]:
-                        del new["metadata"]["ownerReferences"]
-                    self._commit(resource, key, obj, new)
-                elif key in bucket:
-                    self.delete(resource, key[0], key[1])
-
-    @staticmethod
-    def _schedule(callback: Any) -> None:
-        # Dependents are collected after the owner's deletion is answered, as the real GC does.
-        try:
-            asyncio.get_running_loop().call_soon(callback)
-        except RuntimeError:
-            callback()

@@ -106,11 +106,14 @@ def _traffic(stats: TrafficStats | None) -> RenderableType:
 
 
 def render(release: Mapping[str, Any] | None, *, elapsed: float = 0.0, progress: Sequence[TrainingProgress] = (),
-           traffic: TrafficStats | None = None, ready: Mapping[str, int] | None = None) -> RenderableType:
-    """One frame of the view; ``ready`` counts the ready model servers per track."""
+           traffic: TrafficStats | None = None, ready: Mapping[str, int] | None = None,
+           restarts: Sequence[str] = ()) -> RenderableType:
+    """One frame of the view; ``ready`` counts the ready model servers per track; ``restarts`` says which
+    parts of the stack had to be started again (``operator restarted 2 times (last exit: SIGKILL)``)."""
+    notices = [Text(line, style="bold yellow") for line in restarts]
     if release is None:
-        return Panel(Text("waiting for the ModelRelease to appear..."), title="modelrelease local")
-    parts: list[RenderableType] = [_header(release, elapsed, ready), _stages(release), _checks(release)]
+        return Panel(Group(Text("waiting for the ModelRelease to appear..."), *notices), title="modelrelease local")
+    parts: list[RenderableType] = [_header(release, elapsed, ready), *notices, _stages(release), _checks(release)]
     if progress:
         parts.append(_training(progress))
     parts.append(_traffic(traffic))

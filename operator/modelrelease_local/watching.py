@@ -1,13 +1,21 @@
 """
-Change notification for the object store: the resourceVersion counter, a bounded log of recent
-changes (so that watches can resume from a resourceVersion, or get "410 Gone" when it is too old),
-and live subscriptions that turn store changes into watch events for one filtered view.
+Change notification for the object store: the resourceVersion counter, a bounded history of recent
+changes per resource type, as the API server's watch cache keeps one (so that watches can resume from
+a resourceVersion, or get "410 Gone" when it is older than the history), and live subscriptions that
+turn store changes into watch events for one filtered view.
+
+The history of a resource type holds its last ``size`` changes (and, with ``max_age``, only those of
+the last ``max_age`` seconds). A watch from a resourceVersion before the oldest remembered change of
+its type is answered as kube-apiserver's watch cache answers it: 410 Expired, "too old resource
+version: R (O)", O being one before the oldest remembered change.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
+import heapq
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +50,16 @@ class _Subscription:
 
 class EventLog:
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, size: int, *, max_age: float | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"the watch history must hold at least one event per resource type, not {size}")
+        self._size = size  # per resource type
+        self.max_age = max_age
         self._rv = 0
-        self._compacted_rv = 0  # the newest resourceVersion that is no longer replayable
-        self._log: collections.deque[StoreEvent] = collections.deque()
+        # Nothing at or before this resourceVersion is replayable, whatever the type (e.g. a restored store's).
+        self._compacted_rv = 0
+        self._logs: dict[StorageKey, collections.deque[tuple[float, StoreEvent]]] = {}
+        self._evicted: dict[StorageKey, int] = {}  # per type: the newest resourceVersion no longer remembered
         self._subscriptions: set[_Subscription] = set()
 
     @property
@@ -58,12 +71,29 @@ class EventLog:
         return self._rv
 
     def publish(self, event: StoreEvent) -> None:
-        self._log.append(event)
-        while len(self._log) > self._size:
-            self._compacted_rv = self._log.popleft().rv
+        log = self._logs.setdefault(event.storage, collections.deque())
+        log.append((time.monotonic(), event))
+        self._trim(event.storage)
         for subscription in list(self._subscriptions):
             if subscription.accepts(event):
                 subscription.queue.put_nowait(event)
+
+    def _trim(self, storage: StorageKey) -> None:
+        log = self._logs.get(storage)
+        if not log:
+            return
+        oldest_kept = None if self.max_age is None else time.monotonic() - self.max_age
+        while log and (len(log) > self._size or (oldest_kept is not None and log[0][0] < oldest_kept)):
+            self._evicted[storage] = log.popleft()[1].rv
+
+    def _oldest_replayable(self, storage: StorageKey) -> int:
+        """The oldest resourceVersion a watch of this type may start from."""
+        self._trim(storage)
+        floor = self._compacted_rv
+        if storage in self._evicted:
+            log = self._logs.get(storage)
+            floor = max(floor, log[0][1].rv - 1 if log else self._evicted[storage])
+        return floor
 
     def subscribe(self, storage: StorageKey | None, namespace: str | None) -> _Subscription:
         subscription = _Subscription(storage, namespace)
@@ -75,13 +105,17 @@ class EventLog:
         subscription.queue.put_nowait(None)
 
     def replay(self, since: int, subscription: _Subscription) -> list[StoreEvent]:
-        if since < self._compacted_rv:
-            raise errors.gone(f"too old resource version: {since} ({self._compacted_rv + 1})")
+        storages = list(self._logs) if subscription.storage is None else [subscription.storage]
+        oldest = max([self._compacted_rv, *(self._oldest_replayable(storage) for storage in storages)])
+        if since < oldest:
+            raise errors.gone(f"too old resource version: {since} ({oldest})")
         if since > self._rv:
             # A version from the future comes from a previous incarnation of the server (e.g. a restarted
             # process): make the client re-list instead of silently missing what exists now.
             raise errors.gone(f"unknown resource version: {since} (the latest is {self._rv})")
-        return [event for event in self._log if event.rv > since and subscription.accepts(event)]
+        logs = [[event for _, event in self._logs.get(storage, ())] for storage in storages]
+        merged = heapq.merge(*logs, key=lambda event: event.rv)
+        return [event for event in merged if event.rv > since and subscription.accepts(event)]
 
     def close_all(self) -> None:
         """End all watches (on server shutdown)."""

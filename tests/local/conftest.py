@@ -54,7 +54,7 @@ def rollout() -> ScriptedRollout:
 
 @pytest.fixture
 def server(executor: ScriptedExecutor, rollout: ScriptedRollout) -> Iterator[EmbeddedApiServer]:
-    emulator = ControllerEmulator(executor, rollout)
+    emulator = ControllerEmulator(executor, rollout, job_backoff_scale=0.0)  # retries at once
     with EmbeddedApiServer(controllers=[emulator]) as server:
         yield server
 

@@ -130,7 +130,9 @@ class Harness:
 def harness(tmp_path: pathlib.Path) -> Iterator[Harness]:
     training = TrainingScript()
     rollout = ScriptedRollout(ready_delay=0.1)
-    server = EmbeddedApiServer(controllers=[ControllerEmulator(ScriptedExecutor(training), rollout)])
+    # Failed trainings are retried at once: the tests script the outcomes, not Kubernetes' back-off.
+    emulator = ControllerEmulator(ScriptedExecutor(training), rollout, job_backoff_scale=0.0)
+    server = EmbeddedApiServer(controllers=[emulator])
     server.start()
     prometheus = FakePrometheus().start()
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")

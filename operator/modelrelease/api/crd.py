@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from modelrelease import api
+from modelrelease.api.cel_rules import attach_rules
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import ModelReleaseStatus
 
@@ -103,7 +104,8 @@ PRINTER_COLUMNS = [
 
 
 def build_crd() -> dict[str, Any]:
-    spec_schema = schema_of(ModelReleaseSpec)
+    # The cross-field rules the API server can enforce at admission (CEL); the operator checks them too.
+    spec_schema = attach_rules(schema_of(ModelReleaseSpec))
     spec_schema["description"] = "What to train, how to gate it, and how to canary and release it."
     status_schema = schema_of(ModelReleaseStatus)
     status_schema["description"] = "Everything the operator knows about this release; written only by it."

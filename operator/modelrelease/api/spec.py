@@ -42,7 +42,7 @@ class ArtifactStorage(WireModel):
     """Keep model artifacts on a PersistentVolumeClaim. Exactly one of pvc and hostPath."""
     host_path: HostPathStorage | None = None
     """Keep model artifacts in a node directory. Exactly one of pvc and hostPath."""
-    mount_path: str = "/models"
+    mount_path: Annotated[str, Field(max_length=4096)] = "/models"
     """Absolute path where the artifact volume is mounted: read-write in training pods, read-only in
     server pods. Each training Job writes under <mountPath>/<release name>/<Job name>. Default /models."""
 
@@ -56,7 +56,7 @@ class ArtifactStorage(WireModel):
 
 
 class ModelSpec(WireModel):
-    name: Annotated[str, dns_label(40)]
+    name: Annotated[str, dns_label(40), Field(max_length=40)]
     """The model's name: lower-case letters, digits and '-', starting and ending with a letter or digit,
     at most 40 characters. Passed to the server as MODEL_NAME (the reference server reports it as the
     `model` label of its metrics) and filled into queries as {{ model }}."""
@@ -209,7 +209,7 @@ class Step(WireModel):
 
 
 class Stage(WireModel):
-    name: Annotated[str, dns_label(30)]
+    name: Annotated[str, dns_label(30), Field(max_length=30)]
     """Stage name, unique within the release: lower-case letters, digits and '-', starting and ending
     with a letter or digit, at most 30 characters. Part of Job and version names."""
     training: StageTraining | None = None
@@ -220,8 +220,8 @@ class Stage(WireModel):
     server as is). Exactly one of training and modelUri; cannot have gates (there are no training metrics)."""
     gates: list[Gate] = Field(default_factory=list)
     """Offline checks the trained model must pass before it serves. Default none."""
-    steps: Annotated[list[Step], Field(min_length=1)]
-    """Canary steps, at least one; weights never fall within a stage."""
+    steps: Annotated[list[Step], Field(min_length=1, max_length=20)]
+    """Canary steps, 1 to 20; weights never fall within a stage."""
 
     @model_validator(mode="after")
     def _source_and_steps(self) -> Stage:
@@ -302,9 +302,9 @@ class PrometheusSpec(WireModel):
 
 
 class AnalysisCheck(WireModel):
-    name: Annotated[str, dns_label(40)]
+    name: Annotated[str, dns_label(40), Field(max_length=40)]
     """Check name, unique among checks: lower-case letters, digits and '-', at most 40 characters."""
-    preset: str | None = None
+    preset: Annotated[str, Field(max_length=63)] | None = None
     """A named check for the reference server: error-rate, latency-p99, confidence, online-accuracy.
     Exactly one of preset and query."""
     query: str | None = None
@@ -363,8 +363,8 @@ class AnalysisSpec(WireModel):
     min_sample_count: Annotated[int, Field(ge=0)] = 20
     """Fewest canary samples in the interval, as counted by a check's sample query, for that check to be
     judged; fewer is Inconclusive. Default 20."""
-    checks: list[AnalysisCheck] = Field(default_factory=list)
-    """The checks of each run; names unique. Required when a step has a weight below 100. Default none."""
+    checks: list[AnalysisCheck] = Field(default_factory=list, max_length=20)
+    """The checks of each run, at most 20; names unique. Required when a step has a weight below 100. Default none."""
 
     @model_validator(mode="after")
     def _prometheus_when_checks(self) -> AnalysisSpec:
