@@ -116,6 +116,12 @@ def _crd_on_create_or_update(resource: ApiResource, obj: Object) -> None:
         raise errors.invalid(resource, name, 'metadata.name: Invalid value: must be spec.names.plural+"."+spec.group')
     if sum(1 for version in spec["versions"] if version.get("storage")) != 1:
         raise errors.invalid(resource, name, "spec.versions: Invalid value: exactly one version must be storage")
+    # A rule that does not compile is refused with the CRD, not found later on the first object.
+    uncompiled = [problem for index, version in enumerate(spec["versions"])
+                  if (version_schema := (version.get("schema") or {}).get("openAPIV3Schema"))
+                  for problem in cel.compile_errors(version_schema, f"spec.versions[{index}].schema.openAPIV3Schema")]
+    if uncompiled:
+        raise errors.invalid(resource, name, "; ".join(uncompiled))
     accepted = {key: value for key, value in names.items()}
     accepted.setdefault("singular", names["kind"].lower())
     accepted.setdefault("listKind", f"{names['kind']}List")

@@ -30,7 +30,6 @@ from modelrelease_local.selectors import FieldSelector, LabelSelector
 from modelrelease_local.watching import EventLog, StoreEvent, Watcher
 
 __all__ = ["ObjectStore", "PatchType"]
-
 Object = dict[str, Any]
 ObjectKey = tuple[str | None, str]  # (namespace, name)
 

@@ -227,3 +227,44 @@ def test_a_signal_to_up_or_demo_leaves_nothing_behind(stop_signal: signal.Signal
         demo.process.send_signal(stop_signal)
     assert demo.process.wait(180) == 128 + stop_signal, demo.text()
     _nothing_left(state, ports)
+
+
+def test_up_refuses_a_bad_spec_at_apply_and_fails_a_stage_without_data_at_once(stacks: list[Stack],
+                                                                               no_leftovers: pathlib.Path) -> None:
+    """What a real cluster does with the operator's CRD and Job policy: kubectl apply of a spec the CRD's
+    rules refuse fails with the rule's message, and a stage whose data is missing (the trainer exits 65,
+    which the Job's podFailurePolicy marks FailJob) fails after one pod, not after backoffLimit retries."""
+    state = no_leftovers / 'state'
+    stacks.append(up := Stack(state, no_leftovers / 'up.log', 'up', '--no-traffic', '--prometheus-port', '0'))
+    wait_for(lambda: _serves_releases(state), message='up to serve ModelReleases', timeout=300)
+    env = {**os.environ, 'KUBECONFIG': str(state / 'kubeconfig')}
+
+    falling = short_release()
+    falling['spec']['stages'][1]['steps'] = [{'weight': 50, 'duration': '10s'}, {'weight': 25, 'duration': '10s'}]
+    refused = subprocess.run(['kubectl', 'apply', '-f', '-'], input=yaml.safe_dump(falling), capture_output=True,
+                             text=True, timeout=120, check=False, env=env)
+    assert refused.returncode != 0
+    assert 'spec.stages[1]' in refused.stderr and 'weights' in refused.stderr, refused.stderr
+    with _api(state) as client:
+        assert not kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object(
+            'modelrelease.io', 'v1alpha1', 'default', 'modelreleases')['items']
+
+    missing = short_release()
+    missing['spec']['stages'][0]['training']['data'] = '/models/nowhere/train.csv'
+    applied = subprocess.run(['kubectl', 'apply', '-f', '-'], input=yaml.safe_dump(missing), capture_output=True,
+                             text=True, timeout=120, check=False, env=env)
+    assert applied.returncode == 0, applied.stderr
+    failed = wait_for(lambda: (r := _release(state)).get('status', {}).get('phase') in ('Failed', 'RolledBack')
+                      and r, message='the release to fail', timeout=RELEASE_TIMEOUT)
+    assert failed['status']['phase'] == 'Failed', yaml.safe_dump(failed['status'])
+    with _api(state) as client:
+        [job] = kubernetes.client.BatchV1Api(client).list_namespaced_job(
+            'default', label_selector='modelrelease.io/release=digits').items
+        pods = kubernetes.client.CoreV1Api(client).list_namespaced_pod(
+            'default', label_selector=f'job-name={job.metadata.name}').items
+    assert len(pods) == 1 and pods[0].status.phase == 'Failed'
+    assert next(c for c in job.status.conditions if c.type == 'Failed').reason == 'PodFailurePolicy'
+    ports = _ports(state)
+    up.process.send_signal(signal.SIGTERM)
+    assert up.process.wait(180) == 0, up.text()
+    _nothing_left(state, ports)

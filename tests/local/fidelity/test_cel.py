@@ -231,3 +231,26 @@ def test_an_unchanged_value_is_not_checked_again(gadgets: kubernetes.client.Apie
         *api[:3], 'gadgets', 'g1', {'spec': {'ports': {'old': 0, 'new': -1}}})) == [
         {'reason': 'FieldValueInvalid', 'field': 'spec.ports[new]',
          'message': 'Invalid value: "integer": port -1 is out of range'}]
+
+
+def test_a_crd_whose_rule_does_not_compile_is_refused(extensions: kubernetes.client.ApiextensionsV1Api):
+    """The API server compiles a CRD's x-kubernetes-validations when the CRD is written and refuses it
+    if one fails, naming the rule's place in the schema (CRD validation rules: compilation)."""
+    schema = copy.deepcopy(GADGET_SCHEMA)
+    schema['properties']['spec']['x-kubernetes-validations'] = [{'rule': 'self.size >', 'message': 'broken'}]
+    crd = {
+        'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+        'metadata': {'name': 'gadgets.test.example.com'},
+        'spec': {'group': 'test.example.com', 'scope': 'Namespaced',
+                 'names': {'plural': 'gadgets', 'singular': 'gadget', 'kind': 'Gadget'},
+                 'versions': [{'name': 'v1', 'served': True, 'storage': True,
+                               'schema': {'openAPIV3Schema': schema}}]},
+    }
+    with pytest.raises(ApiException) as refused:
+        extensions.create_custom_resource_definition(crd)
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)['message']
+    assert ('spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule'
+            in message and 'compilation failed' in message), message
+    assert not [c for c in extensions.list_custom_resource_definition().items
+                if c.metadata.name == 'gadgets.test.example.com']
