@@ -64,13 +64,18 @@ def _json(data: Any, status: int = 200, warnings: Sequence[str] = ()) -> aiohttp
                                 headers=headers)
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; Go's, which the real API server uses, refuses them.
+    raise ValueError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
 def _decode(raw: bytes, content_type: str | None) -> Any:
     if not raw:
         return None
     media = _media_type(content_type)
     try:
         if media in _JSON_TYPES or media == "":
-            return json.loads(raw)
+            return json.loads(raw, parse_constant=_refuse_constant)
         if media in _YAML_TYPES:
             return yaml.safe_load(raw)
         if media == "application/vnd.kubernetes.protobuf":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 
 from modelrelease.core.analysis import Measurement
-from tests.core.world import FAILING, QUIET, World, base_spec
+from modelrelease.core.model import JobObservation
+from tests.core.world import FAILING, QUIET, World, base_spec, result_for
 
 
 def test_full_release_trains_each_stage_once_and_promotes_the_last():
@@ -83,6 +85,25 @@ def test_failed_gate_rolls_back_with_the_gate_named():
     assert world.replicas() == (10, 0)
     assert world.status.stages[1].phase == "Failed"
     assert any(e.reason == "GateFailed" and e.type == "Warning" for e in world.events)
+
+
+def test_a_diverged_metric_fails_its_gate_and_never_reaches_the_status():
+    # A trainer whose loss went NaN reports it as such; an API server refuses NaN in JSON, and NaN is
+    # unequal to itself (a status holding it would differ from itself on every pass).
+    world = World.of()
+    world.run_until_training(1)
+    for name, job in list(world.jobs.items()):
+        if job.phase == "Active":
+            result = result_for("grow")
+            result["metrics"] = {**result["metrics"], "accuracy": float("nan"), "loss": float("inf")}
+            world.jobs[name] = JobObservation(name, "Succeeded", result)
+    world.step()
+    world.settle()
+    assert world.status.failure.reason == "GateFailed"
+    assert "failed its gate accuracy reported" in world.status.failure.message
+    assert any(g.message == "the trainer reported no usable accuracy" for g in world.status.stages[1].gates)
+    assert "accuracy" not in world.status.stages[1].version.metrics
+    json.dumps(world.status.model_dump(by_alias=True, mode="json"), allow_nan=False)  # raises on NaN or Infinity
 
 
 def test_failed_gate_without_stable_fails_the_release():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,7 +136,10 @@ def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> Mode
         return None
     stage = draft.stage
     parent = _parent(draft)
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    # A NaN or infinite metric (a diverged loss) is not reported: its gate fails as "no usable value",
+    # and the status stays valid JSON (an API server refuses NaN) and equal to itself across passes.
+    numbers = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
     return ModelVersion(
         id=result["version"],
         name=version_name(stage.name, result["version"]),

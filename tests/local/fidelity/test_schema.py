@@ -307,3 +307,13 @@ def test_updates_may_keep_values_a_tightened_schema_refuses(http: requests.Sessi
                     content_type='application/merge-patch+json')
     assert changed.status_code == 422
     assert _causes(changed) == [('FieldValueTooLong', 'spec.code', 'Too long: may not be longer than 2')]
+
+
+def test_nan_and_infinity_are_not_json(server: EmbeddedApiServer) -> None:
+    """The API server decodes bodies with Go's encoding/json, which has no NaN or Infinity: a body
+    carrying them is a 400 BadRequest, nothing stored (RFC 8259 numbers)."""
+    body = b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nan"}, "data": {}, "x": NaN}'
+    answer = requests.post(f"{server.url}/api/v1/namespaces/default/configmaps", data=body,
+                           headers={"Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 400 and "invalid character 'N'" in answer.json()["message"]
+    assert server.get_object("v1", "configmaps", "default", "nan") is None
