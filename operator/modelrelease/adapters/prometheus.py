@@ -3,60 +3,60 @@
 Every answer becomes a ``QueryResult`` of one of three kinds, because analysis treats them differently:
 - a value: one finite number;
 - no data: an empty vector, NaN or ±Inf (nothing to judge yet; never a pass);
-- an error: Prometheus unreachable, too slow, 5xx, a rejected query (4xx), or several series where one
-  is expected. Several series are never reduced to one by picking: that would judge an arbitrary pod.
+- an error: Prometheus unreachable, too slow, 5xx, a rejected query (4xx), an answer that is not
+  Prometheus' JSON (truncated, an HTML page, the wrong shape, larger than ``MAX_ANSWER_BYTES``), or
+  several series where one is expected. Several series are never reduced to one by picking: that would
+  judge an arbitrary pod. Nothing an answer holds can make the classification raise.
 
 Queries go through a plain ``requests`` session (the transport prometheus-api-client uses) rather than
 ``PrometheusConnect.custom_query``, because that method drops the HTTP status, Prometheus' own error
 text and the result type, which are exactly what the classification needs. Retries are off: analysis
-runs again on its next interval, and a retry with back-off would outlast the timeout the user set.
+runs again on its next interval, and a retry with back-off would outlast the timeout the user set. The
+body is read under the same timeout as a whole (a server trickling bytes cannot hold a run longer) and
+uncompressed, up to a size bound.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 import warnings
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from time import monotonic
+from typing import Any, Protocol
 
 import requests
-from urllib3.exceptions import InsecureRequestWarning
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InsecureRequestWarning, ReadTimeoutError
 
+from modelrelease.adapters.prometheus_answers import (
+    ErrorKind,
+    QueryResult,
+    classify_data,
+    classify_response,
+    decode_text,
+    format_labels,
+    json_or_none,
+    shorten,
+)
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import PrometheusSpec
-from modelrelease.core.measurement import Reading
+
+__all__ = [
+    "MAX_ANSWER_BYTES", "ErrorKind", "MetricsProvider", "PrometheusConnection", "PrometheusProvider", "QueryResult",
+    "classify_data", "classify_response", "connection_from_spec", "connection_from_spec_async", "format_labels",
+    "is_ready", "request_reload",
+]
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal["unreachable", "timeout", "tls", "server", "rejected", "auth", "shape"]
-_MAX_MESSAGE = 300
-_MAX_LISTED_SERIES = 4
-
-
-@dataclass(frozen=True)
-class QueryResult(Reading):
-    """One instant query's outcome: the core's ``Reading`` (a finite value, no data, or an error with a
-    short message), plus what kind of error it was, which decides whether the run goes on asking."""
-
-    error_kind: ErrorKind | None = None
-
-    @classmethod
-    def failed(cls, kind: ErrorKind, message: str) -> QueryResult:
-        return cls(error=_shorten(message), error_kind=kind)
-
-    @property
-    def has_data(self) -> bool:
-        return self.value is not None
-
-    @property
-    def connection_failed(self) -> bool:
-        """The server could not be reached at all, so other queries now would fail the same way."""
-        return self.error_kind in ("unreachable", "timeout", "tls")
+MAX_ANSWER_BYTES = 10 * 1024 * 1024
+"""The largest answer read. One number is a few hundred bytes; anything near this is a query returning
+thousands of series (or not Prometheus at all), and reading it would only cost the operator memory."""
+_READ_CHUNK = 64 * 1024
 
 
 class MetricsProvider(Protocol):
@@ -151,6 +151,8 @@ class PrometheusProvider:
         self._ca_path: str | None = None
         # Passed with every request: a session-level setting loses to REQUESTS_CA_BUNDLE in the environment.
         self._verify: bool | str = True
+        # Uncompressed: the size bound then counts what is parsed, and no small body inflates to a huge one.
+        self._session.headers["Accept-Encoding"] = "identity"
         if connection.bearer_token is not None:
             self._session.headers["Authorization"] = f"Bearer {connection.bearer_token}"
         if connection.basic_auth is not None:
@@ -200,13 +202,75 @@ class PrometheusProvider:
         params = {"query": promql, "timeout": f"{timeout:.3f}"}
         if time is not None:
             params["time"] = f"{time.timestamp() if isinstance(time, datetime) else time:.3f}"
+        deadline = monotonic() + timeout
         try:
             response = self._session.get(
-                _endpoint(self.url, "api/v1/query"), params=params, timeout=timeout, verify=self._verify
+                _endpoint(self.url, "api/v1/query"), params=params, timeout=timeout, verify=self._verify,
+                stream=True,
             )
         except requests.RequestException as exc:
             return _transport_failure(exc, self.url, timeout)
-        return classify_response(response.status_code, _json_or_none(response), response.text)
+        with response:
+            try:
+                payload = _read_bounded(response, deadline)
+            except _PastDeadline:
+                return _timed_out(self.url, timeout)
+            except _TooLarge:
+                return QueryResult.failed("shape", _too_large())
+            except ReadTimeoutError:
+                return _timed_out(self.url, timeout)
+            except (Urllib3Error, requests.RequestException, OSError) as exc:
+                return QueryResult.failed(
+                    "unreachable", f"Prometheus at {self.url} broke off its answer ({_root_cause(exc)})")
+        return classify_response(response.status_code, json_or_none(payload), decode_text(payload, response.encoding),
+                                 retry_after=response.headers.get("Retry-After"))
+
+
+class _PastDeadline(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_bounded(response: requests.Response, deadline: float) -> bytes:
+    """The body, read one socket read at a time, each allowed only the time left before ``deadline``."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+        raise _TooLarge
+    raw = response.raw
+    body = bytearray()
+    while True:
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise _PastDeadline
+        _wait_at_most(raw, remaining)
+        chunk = raw.read1(_READ_CHUNK)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise _TooLarge
+
+
+def _wait_at_most(raw: Any, seconds: float) -> None:
+    # The read timeout requests sets is per socket read; narrowing it to what is left of the deadline
+    # bounds the whole body. urllib3 sets its own timeout again before the connection's next request.
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def _timed_out(url: str, timeout: float) -> QueryResult:
+    return QueryResult.failed("timeout", f"Prometheus at {url} did not answer within {timeout:g}s")
+
+
+def _too_large() -> str:
+    return (
+        f"the answer from Prometheus is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB and was not read; "
+        "a query for one number answers in bytes: aggregate the check's query, e.g. with sum()"
+    )
 
 
 @dataclass(frozen=True)
@@ -222,21 +286,9 @@ def _endpoint(base: str, path: str) -> str:
     return f"{base.rstrip('/')}/{path}"
 
 
-def _json_or_none(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
 def _transport_failure(exc: requests.RequestException, url: str, timeout: float) -> QueryResult:
     if isinstance(exc, requests.Timeout):
-        return QueryResult.failed("timeout", f"Prometheus at {url} did not answer within {timeout:g}s")
+        return _timed_out(url, timeout)
     if isinstance(exc, requests.exceptions.SSLError):
         reason = "certificate not trusted" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "handshake failed"
         return QueryResult.failed("tls", f"TLS with Prometheus at {url}: {reason}")
@@ -255,78 +307,13 @@ def _root_cause(exc: BaseException) -> str:
         ("Connection reset", "connection reset"),
         ("RemoteDisconnected", "connection closed without an answer"),
         ("Connection aborted", "connection closed without an answer"),
+        ("IncompleteRead", "connection closed before the whole answer arrived"),
+        ("Connection broken", "connection closed before the whole answer arrived"),
     ):
         if needle in text:
             return reason
     return type(exc).__name__
 
-
-def classify_response(status: int, body: Any, text: str = "") -> QueryResult:
-    """Turn an HTTP answer from /api/v1/query into a QueryResult (kept pure for unit tests)."""
-    prometheus_error = body.get("error") if isinstance(body, dict) else None
-    detail = prometheus_error or text.strip() or "no details"
-    if status in (401, 403):
-        return QueryResult.failed("auth", f"Prometheus refused access ({status}); check the credentials")
-    if status >= 500:
-        if isinstance(body, dict) and body.get("errorType") == "timeout":
-            return QueryResult.failed("timeout", f"the query timed out in Prometheus: {detail}")
-        return QueryResult.failed("server", f"Prometheus answered {status}: {detail}")
-    if status == 404:
-        return QueryResult.failed("rejected", "no Prometheus query API at this URL (404); check prometheus.url")
-    if status >= 400:
-        return QueryResult.failed("rejected", f"Prometheus rejected the query ({status}): {detail}")
-    if status != 200 or not isinstance(body, dict) or body.get("status") != "success":
-        return QueryResult.failed("server", f"unexpected answer from Prometheus ({status}): {detail}")
-    data = body.get("data") or {}
-    return classify_data(data.get("resultType"), data.get("result"))
-
-
-def classify_data(result_type: str | None, result: Any) -> QueryResult:
-    """One number out of a successful query's data, or why there is none."""
-    if result_type == "scalar":
-        return _number(result)
-    if result_type == "vector":
-        if not result:
-            return QueryResult.no_data("empty result")
-        if len(result) > 1:
-            return QueryResult.failed("shape", _several_series(result))
-        series = result[0]
-        if "value" not in series:
-            return QueryResult.failed("shape", "the query returns a native histogram, not a number")
-        return _number(series["value"])
-    if result_type == "matrix":
-        return QueryResult.failed(
-            "shape", "the query returns a range vector; wrap it in a function such as rate() or avg_over_time()"
-        )
-    return QueryResult.failed("shape", f"the query returns a {result_type or 'missing'} result, not a number")
-
-
-def _number(sample: Any) -> QueryResult:
-    try:
-        value = float(sample[1])
-    except (TypeError, ValueError, IndexError):
-        return QueryResult.failed("shape", f"unreadable sample {sample!r}")
-    if math.isnan(value):
-        return QueryResult.no_data("NaN")
-    if math.isinf(value):
-        return QueryResult.no_data("+Inf" if value > 0 else "-Inf")
-    return QueryResult.of(value)
-
-
-def _several_series(result: list[dict[str, Any]]) -> str:
-    shown = ", ".join(format_labels(series.get("metric", {})) for series in result[:_MAX_LISTED_SERIES])
-    more = f" and {len(result) - _MAX_LISTED_SERIES} more" if len(result) > _MAX_LISTED_SERIES else ""
-    return (
-        f"the query returns {len(result)} series where one is expected: {shown}{more}; "
-        "aggregate them, e.g. with sum()"
-    )
-
-
-def format_labels(labels: Mapping[str, str]) -> str:
-    """A series' label set as PromQL writes it: name{a="1", b="2"}."""
-    name = labels.get("__name__", "")
-    pairs = ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items()) if key != "__name__")
-    return f"{name}{{{pairs}}}"
 
 
 # Lifecycle endpoints, used by the local Prometheus launcher (tests, benchmark, embedded demo).
@@ -344,4 +331,4 @@ def request_reload(url: str, timeout: float = 30.0, verify: bool | str = True) -
     """Ask a server started with --web.enable-lifecycle to reload its configuration; raise if it fails."""
     response = requests.post(_endpoint(url, "-/reload"), timeout=timeout, verify=verify)
     if response.status_code != 200:
-        raise RuntimeError(f"Prometheus could not reload its configuration: {_shorten(response.text)}")
+        raise RuntimeError(f"Prometheus could not reload its configuration: {shorten(response.text)}")

@@ -93,19 +93,21 @@ def judge(
     if not _usable(measured.canary):
         return CheckRecord(verdict="Inconclusive", reason="no data for the canary", **record)
     value = float(measured.canary)  # type: ignore[arg-type]
+    # Each bound is tested for holding (`value >= min`), never for being broken (`value < min`): any
+    # comparison with a NaN is False, so only this way round can a NaN never pass for within bounds.
     broken = []
-    if bounds.min is not None and value < bounds.min:
+    if bounds.min is not None and not value >= bounds.min:
         broken.append(f"{value:g} < {bounds.min:g}")
-    if bounds.max is not None and value > bounds.max:
+    if bounds.max is not None and not value <= bounds.max:
         broken.append(f"{value:g} > {bounds.max:g}")
     if bounds.relative and stable_serving:
         if not _usable(measured.stable):
             return CheckRecord(verdict="Inconclusive", reason="no data for stable to compare with", **record)
         stable = float(measured.stable)  # type: ignore[arg-type]
         ratio = _ratio(value, stable)
-        if bounds.min_ratio is not None and ratio < bounds.min_ratio:
+        if bounds.min_ratio is not None and not ratio >= bounds.min_ratio:
             broken.append(f"canary/stable {ratio:.3g} < {bounds.min_ratio:g}")
-        if bounds.max_ratio is not None and ratio > bounds.max_ratio:
+        if bounds.max_ratio is not None and not ratio <= bounds.max_ratio:
             broken.append(f"canary/stable {ratio:.3g} > {bounds.max_ratio:g}")
     if broken:
         return CheckRecord(verdict="Fail", reason="; ".join(broken), **record)

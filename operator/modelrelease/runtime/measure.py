@@ -10,8 +10,12 @@ thread.
 
 from __future__ import annotations
 
+import logging
+
 from modelrelease.adapters.prometheus import MetricsProvider, QueryResult
 from modelrelease.core.measurement import AnalysisRun, MeasurementRequest, Reading, Role
+
+log = logging.getLogger(__name__)
 
 
 class _Run:
@@ -24,7 +28,11 @@ class _Run:
     def ask(self, promql: str) -> QueryResult:
         if self.down is not None:
             return self.down
-        result = self.provider.query(promql)
+        try:
+            result = self.provider.query(promql)
+        except Exception as exc:  # whatever a provider raises, the run records an Error and goes on
+            log.exception("a Prometheus query raised instead of answering")
+            result = QueryResult.failed("server", f"the answer could not be read ({type(exc).__name__}: {exc})")
         if result.connection_failed:
             self.down = result
         return result
