@@ -9,7 +9,7 @@ import json
 import pytest
 
 from modelrelease.core.analysis import Measurement
-from modelrelease.core.model import JobObservation
+from modelrelease.core.model import ApplyDeployment, JobObservation
 from tests.core.world import FAILING, QUIET, World, base_spec, result_for
 
 
@@ -293,6 +293,37 @@ def test_promotion_hands_over_in_batches_without_doubling():
             break
     assert world.status.phase == "Released" and set(totals) == {10}
     assert len(totals) >= 4  # 10 replicas move in batches of 3
+
+
+def test_promotion_writes_the_shrinking_track_first_and_never_goes_back():
+    # Each pass patches two Deployments: the one that shrinks goes first, so the total never exceeds
+    # serving.replicas even between the writes. Right after a scale patch the stable reports nothing
+    # ready (its controller has not seen the new generation): that must not hand replicas back.
+    world = World.of()
+    for _ in range(400):
+        world.finish_jobs()
+        world.step()
+        if world.status.phase == "Promoting":
+            break
+        world.settle()
+        world.wait(15)
+    assert world.status.phase == "Promoting"
+    world.instant_ready = False
+    stables = []
+    for lagging in [True, False] * 15:
+        before = dict(zip(("stable", "canary"), world.replicas(), strict=True))
+        result = world.step(measure=False)
+        for action in result.actions:
+            if isinstance(action, ApplyDeployment):
+                before[action.track] = action.replicas
+                assert sum(before.values()) <= 10, result.actions
+        stables.append(world.replicas()[0])
+        seen = world.deployments["stable"]
+        world.deployments["stable"] = dataclasses.replace(seen, ready=0 if lagging else seen.replicas)
+        if world.status.phase == "Released":
+            break
+    assert world.status.phase == "Released" and world.replicas() == (10, 0)
+    assert stables == sorted(stables), stables
 
 
 def test_retry_after_rollback_trains_a_new_attempt():

@@ -37,7 +37,12 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
         return {}
     if status.phase == "Promoting" and status.canary is not None:
         split = canary.handover(total, _stable_ready_at(draft, status.canary.id))
-        return {"stable": (status.canary, split.stable), "canary": (None, split.canary)}
+        # A promotion only moves forward: right after a scale patch the stable reports nothing ready
+        # (its controller has not seen the new generation yet), which must not hand replicas back.
+        stable_seen = draft.observed.deployments.get("stable")
+        held = stable_seen.replicas if stable_seen and stable_seen.version == status.canary.id else 0
+        stable = max(split.stable, min(total, held))
+        return {"stable": (status.canary, stable), "canary": (None, total - stable)}
     if status.canary is not None and status.phase not in CANARY_WITHDRAWN_PHASES:
         split = canary.split(total, status.canary_weight)
         return {"stable": (status.stable, split.stable), "canary": (status.canary, split.canary)}
@@ -51,18 +56,22 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
 
 def converge_serving(draft: Draft) -> None:
     settings = serving_hash(draft.spec)
+    applies: list[tuple[int, ApplyDeployment]] = []
     for track, (version, replicas) in desired_serving(draft).items():
         seen = draft.observed.deployments.get(track)
         if seen is None:
             if replicas > 0 or track == "stable":
-                draft.actions.append(ApplyDeployment(track, version, replicas))
+                applies.append((replicas, ApplyDeployment(track, version, replicas)))
             continue
         wrong_version = version is not None and seen.version != version.id
         # New serving settings (image, port, template) roll the pods in place, no retraining.
         stale = version is not None and seen.serving_hash != settings
         if wrong_version or stale or seen.replicas != replicas:
-            draft.actions.append(
-                ApplyDeployment(track, version if wrong_version or stale else None, replicas, exists=True))
+            applies.append((replicas - seen.replicas,
+                            ApplyDeployment(track, version if wrong_version or stale else None, replicas, exists=True)))
+    # The track that shrinks is written first: between the two writes (or if the operator dies
+    # between them) the total is below serving.replicas, never above it (no doubled GPU pods).
+    draft.actions.extend(action for _, action in sorted(applies, key=lambda pair: pair[0]))
     if draft.status.stable is not None and not draft.observed.service_exists:
         draft.actions.append(EnsureService())
 
