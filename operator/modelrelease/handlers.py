@@ -25,8 +25,9 @@ from typing import Any
 import kopf
 
 from modelrelease import api, metrics
-from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, KubernetesLeases, configure_client
+from modelrelease.adapters.kubernetes import Conflict, KubernetesCluster, KubernetesLeases, Throttled, configure_client
 from modelrelease.api.labels import ANNOTATION_PAUSED, LABEL_RELEASE, REQUEST_PREFIX
+from modelrelease.runtime.backoff import Backoff, RetryDelays
 from modelrelease.runtime.cache import CachedCluster, Freshest, ReleaseKey, trim
 from modelrelease.runtime.leadership import LeaderElector, LeaseSettings
 from modelrelease.runtime.providers import prometheus_for
@@ -65,6 +66,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelrelease.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelrelease.io")
     settings.posting.level = logging.WARNING  # Events come from the planner, not from kopf's log.
+    # kopf retries its own requests (watches, finalizer and annotation patches, Events) on 5xx, 429
+    # (never sooner than Retry-After), 403 and timeouts: with jittered, growing delays here, so that a
+    # restarted API server is not met by every replica at once, and for about two minutes, not 54 s.
+    settings.networking.error_backoffs = RetryDelays()
+    settings.posting.default_backoffs = RetryDelays()
+    # Above kube-apiserver's own 60 s request timeout (it answers 504 then, rather than leaving the
+    # client unsure whether a write happened); kopf's default, five minutes, leaves a hung request hanging.
+    settings.networking.request_timeout = 90.0
     if _election is None:
         _leading.set()
     else:
@@ -129,6 +138,7 @@ async def drive(*, name: str, namespace: str | None, body: kopf.Body, stopped: k
     key = (namespace, name)
     wake = _wakeup(key)
     freshest = Freshest()
+    backoff = Backoff()
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
@@ -154,13 +164,21 @@ async def drive(*, name: str, namespace: str | None, body: kopf.Body, stopped: k
             _observer.passed(namespace, name, result, datetime.now(UTC))
             delay = result.requeue_after if result.requeue_after is not None else RESYNC * random.uniform(0.8, 1.2)
             outcome = "ok"
+            backoff.succeeded()
         except Conflict:
-            delay, outcome = 0.2, "conflict"  # someone wrote in between: read again and re-plan
+            delay, outcome = backoff.conflict(), "conflict"  # someone wrote in between: read again and re-plan
+        except Throttled as exc:
+            delay, outcome = backoff.throttled(exc.retry_after), "throttled"
+            log.warning("reconcile of %s/%s throttled by the API server; retrying in %.1fs", namespace, name, delay)
         except Exception:
-            log.exception("reconcile of %s/%s failed; retrying", namespace, name)
-            delay, outcome = 5.0, "error"
+            delay, outcome = backoff.error(), "error"
+            log.exception("reconcile of %s/%s failed; retrying in %.1fs", namespace, name, delay)
         metrics.RECONCILE_PASSES.labels(outcome).inc()
         metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+        if outcome == "throttled":
+            # The server named the delay: no event may shorten it (only the daemon's stop).
+            await stopped.wait(delay)
+            continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.05, delay))
     _wakeups.pop(key, None)

@@ -16,8 +16,9 @@ from modelrelease.api.status import PHASES, ModelReleaseStatus
 PREFIX = "modelrelease"
 
 RECONCILE_PASSES = Counter(
-    f"{PREFIX}_reconcile_passes", "Reconcile passes, by result: ok, conflict (stale write, re-read at once), error.",
-    ["result"])
+    f"{PREFIX}_reconcile_passes",
+    "Reconcile passes, by result: ok, conflict (stale write, re-read soon), throttled (the API server asked to"
+    " wait), error.", ["result"])
 RECONCILE_DURATION = Histogram(
     f"{PREFIX}_reconcile_duration_seconds", "Time one reconcile pass took (observe, plan, execute, status).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

@@ -16,15 +16,16 @@ import contextlib
 import logging
 import pathlib
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp.web
 import yaml
 
+from modelrelease_local.faults import Fault, FaultInjector
 from modelrelease_local.persistence import ApiPersistence
-from modelrelease_local.recording import Fault, FaultInjector, RequestLog
+from modelrelease_local.recording import RequestLog
 from modelrelease_local.resources import ApiResource, ResourceRegistry
 from modelrelease_local.routing import ApiRequestHandler
 from modelrelease_local.store import ObjectStore
@@ -46,9 +47,9 @@ class EmbeddedApiServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, context_name: str = "modelrelease-local",
                  auto_create_namespaces: bool = True, controllers: Iterable[BackgroundController] = (),
                  request_log_limit: int = 100_000, event_log_size: int = 1024,
-                 state_file: str | pathlib.Path | None = None) -> None:
+                 state_file: str | pathlib.Path | None = None, faults: Mapping[str, Any] | None = None) -> None:
         """``state_file``: an SQLite file that keeps every object across restarts (see :mod:`.persistence`);
-        without it the objects live in memory only."""
+        without it the objects live in memory only. ``faults``: a fault plan to arm (see :mod:`.faults`)."""
         self.host = host
         self._requested_port = port
         self.context_name = context_name
@@ -58,9 +59,12 @@ class EmbeddedApiServer:
                                  event_log_size=event_log_size, persistence=self.persistence)
         self.requests = RequestLog(request_log_limit)
         self.faults = FaultInjector()
+        if faults is not None:
+            self.faults.load(faults)
         self._handler = ApiRequestHandler(store=self.store, registry=self.registry, log=self.requests,
                                           faults=self.faults)
-        self._controllers: list[BackgroundController] = list(controllers)
+        # The fault plan's clock (restarts, dropped watches) runs beside the controllers.
+        self._controllers: list[BackgroundController] = [*controllers, self.faults]
         self._controller_tasks: list[asyncio.Task[None]] = []
         self._runner: aiohttp.web.ServerRunner | None = None
         self._port: int | None = None
@@ -241,16 +245,18 @@ class EmbeddedApiServer:
 
     def fail_next(self, method: str | None = None, path_suffix: str | None = None, *, status: int = 409,
                   times: int | None = 1, path_contains: str | None = None, path_regex: str | None = None,
-                  reason: str | None = None, message: str | None = None, delay: float = 0.0) -> Fault:
+                  reason: str | None = None, message: str | None = None, delay: float = 0.0,
+                  retry_after: float | None = None, served: bool = False) -> Fault:
         """
         Answer the next ``times`` matching requests with an error ``status`` instead of serving them.
 
         E.g. ``server.fail_next('PATCH', '/status', status=409)``: the next status patch gets a 409 Conflict.
         ``times=None`` keeps failing until :meth:`clear_faults`. The returned fault counts its ``hits``.
+        ``retry_after`` adds a Retry-After header; ``served`` carries the request out before failing it.
         """
         return self.faults.add(Fault(status=status, method=method, path_suffix=path_suffix, times=times,
                                      path_contains=path_contains, path_regex=path_regex, reason=reason,
-                                     message=message, delay=delay))
+                                     message=message, delay=delay, retry_after=retry_after, served=served))
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -288,13 +294,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kubeconfig", type=pathlib.Path, help="where to write a kubeconfig for it")
     parser.add_argument("--no-controllers", action="store_true", help="no emulated Job/Deployment controllers")
     parser.add_argument("--state-file", type=pathlib.Path, help="keep the objects in this SQLite file across restarts")
+    parser.add_argument("--faults", type=pathlib.Path, help="a fault plan to inject (YAML or JSON, see faults.py)")
     args = parser.parse_args(argv)
+    plan = yaml.safe_load(args.faults.read_text(encoding="utf-8")) if args.faults else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def serve() -> None:
         controllers = [] if args.no_controllers else [ControllerEmulator()]
         async with EmbeddedApiServer(host=args.host, port=args.port, controllers=controllers,
-                                     state_file=args.state_file) as server:
+                                     state_file=args.state_file, faults=plan) as server:
             if args.kubeconfig:
                 server.write_kubeconfig(args.kubeconfig)
             print(server.url, flush=True)  # for a parent process to read the address

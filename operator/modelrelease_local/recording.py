@@ -1,8 +1,9 @@
 """
-What tests observe and steer in the embedded API server: the request log and injected faults.
+What tests observe in the embedded API server: the request log (the faults it injects are in
+:mod:`.faults`, re-exported here).
 
-Both are thread-safe: the server runs on its own loop (often in a background thread), while
-tests read the log and arm faults from their own thread.
+It is thread-safe: the server runs on its own loop (often in a background thread), while tests
+read the log from their own thread.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
+
+from modelrelease_local.faults import Fault, FaultInjector
 
 __all__ = ["Fault", "FaultInjector", "RequestLog", "RequestRecord"]
 
@@ -89,60 +92,3 @@ class RequestLog:
 
     def writes(self, path_contains: str | None = None) -> list[RequestRecord]:
         return self.filter(path_contains=path_contains, writes_only=True)
-
-
-@dataclasses.dataclass
-class Fault:
-    """An armed failure: the next matching requests are answered with ``status`` instead of being served."""
-    status: int
-    method: str | None = None
-    path_suffix: str | None = None
-    path_contains: str | None = None
-    path_regex: str | None = None
-    times: int | None = 1  # None: until cleared
-    reason: str | None = None
-    message: str | None = None
-    delay: float = 0.0  # seconds to wait before answering (e.g. to provoke client timeouts)
-    predicate: Callable[[str, str, dict[str, str]], bool] | None = None  # (method, path, query) -> bool
-    hits: int = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.times is not None and self.hits >= self.times
-
-    def matches(self, method: str, path: str, query: dict[str, str]) -> bool:
-        probe = RequestRecord(method, path, query, None, 0)
-        return (probe.matches(self.method, self.path_suffix, self.path_contains, self.path_regex) and
-                (self.predicate is None or self.predicate(method, path, query)))
-
-
-class FaultInjector:
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-
-    def add(self, fault: Fault) -> Fault:
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, method: str, path: str, query: dict[str, str]) -> Fault | None:
-        """Consume one hit of the oldest armed fault matching this request, if any."""
-        with self._lock:
-            for fault in self._faults:
-                if not fault.exhausted and fault.matches(method, path, query):
-                    fault.hits += 1
-                    if fault.exhausted:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    @property
-    def armed(self) -> list[Fault]:
-        with self._lock:
-            return list(self._faults)

@@ -26,8 +26,9 @@ import multidict
 import yaml
 
 from modelrelease_local import errors, openapi, paging, protobuf, tables
+from modelrelease_local.faults import Fault, FaultInjector, error_response, error_status
 from modelrelease_local.patching import PatchType
-from modelrelease_local.recording import FaultInjector, RequestLog, RequestRecord
+from modelrelease_local.recording import RequestLog, RequestRecord
 from modelrelease_local.resources import ApiResource, ResourceRegistry
 from modelrelease_local.schema import FieldValidation
 from modelrelease_local.selectors import FieldSelector, LabelSelector, SelectorError
@@ -136,23 +137,36 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
         record_base: dict[str, Any] = dict(method=request.method, path=request.path, query=query,
                                            content_type=content_type)
         body: Any = None
-        injected = False
         try:
             body = _decode(raw, content_type)
             fault = self.faults.take(request.method, request.path, query)
             if fault is not None:
-                injected = True
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                raise errors.error_for_code(fault.status, fault.message, fault.reason)
-            response = await self._dispatch(request, query, raw, body, record_base)
+                record_base["injected"] = True
+                response = await self._answer_fault(fault, request, query, raw, body, record_base)
+            else:
+                response = await self._dispatch(request, query, raw, body, record_base)
         except Exception as exc:
             if not isinstance(exc, kmock.KubernetesError):
                 logger.exception("The embedded API server failed on %s %s", request.method, request.path_qs)
             response = await self._render_error(exc)
         if not response.prepared:  # watch-streams are recorded when they start, not when they end
-            self.log.append(RequestRecord(**record_base, status=response.status, body=body, injected=injected))
+            self.log.append(RequestRecord(**record_base, status=response.status, body=body))
         return response
+
+    async def _answer_fault(self, fault: Fault, request: aiohttp.web.BaseRequest, query: dict[str, str], raw: bytes,
+                            body: Any, record_base: dict[str, Any]) -> aiohttp.web.StreamResponse:
+        """A slow answer (no status), or the error instead of the answer (``served``: after carrying it out)."""
+        watching = request.method == "GET" and query.get("watch") in ("true", "1")
+        if fault.status is not None and fault.served and not watching:  # carried out and kept; its answer is lost
+            await self._dispatch(request, query, raw, body, record_base)
+        await asyncio.sleep(fault.delay)
+        if fault.status is None:  # a slow answer: late, but served
+            return await self._dispatch(request, query, raw, body, record_base)
+        if fault.status == 410 and watching:  # inside the stream, as a real server reports it
+            stream = self._events(record_base, None, [{"type": "ERROR", "object": error_status(fault)}])
+            return await kmock.Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)(
+                self._kmock_request(request, query, raw, body))
+        return error_response(fault)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         # kmock's rendering adds a Python traceback as the details and kmock's own reasons; ours is the API's.
@@ -356,11 +370,12 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
                                           resource_version=version)
             return {"type": kind, "object": obj}
 
-        return self._events(record_base, watcher, [], render, deadline)
+        return self._events(record_base, watcher, [], render, deadline, resource.plural)
 
     async def _events(self, record_base: Mapping[str, Any], watcher: Watcher | None, first: list[dict[str, Any]],
                       render: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-                      deadline: float | None = None) -> AsyncIterator[kmock.Payload]:
+                      deadline: float | None = None, plural: str | None = None) -> AsyncIterator[kmock.Payload]:
+        opened = self.faults.open_watch(plural, watcher.close) if watcher is not None else None  # faults may end it
         try:
             yield b""  # kmock sends the headers with the first chunk: send them now, even if nothing happens
             self.log.append(RequestRecord(**record_base, status=200))
@@ -372,8 +387,12 @@ class ApiRequestHandler(kmock.KubernetesScaffold):
                     async with asyncio.timeout_at(deadline):
                         kind, obj = await anext(watcher)
                 except (TimeoutError, StopAsyncIteration):
+                    if opened is not None and opened.error is not None:
+                        yield opened.error
                     return
                 yield render(kind, obj)
         finally:
+            if opened is not None:
+                self.faults.closed_watch(opened)
             if watcher is not None:
                 watcher.close()

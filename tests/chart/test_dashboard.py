@@ -144,7 +144,7 @@ def fill(values: dict[tuple[str, str], tuple[str, int]]) -> None:
     metrics.TRAINING_DEADLINE.labels("ml", "digits", "grow").set(3600)
     metrics.TRAINING_DURATION.labels("succeeded").observe(420)
     metrics.TRAINING_DURATION.labels("failed").observe(35)
-    for result in ("ok", "conflict", "error"):
+    for result in ("ok", "conflict", "throttled", "error"):
         metrics.RECONCILE_PASSES.labels(result).inc()
     metrics.RECONCILE_DURATION.observe(0.02)
     metrics.API_REQUESTS.labels("get", "200").inc()

@@ -16,11 +16,44 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrelease import api
 from modelrelease.api.labels import LABEL_RELEASE
+from modelrelease.api.status import ModelReleaseStatus
 from modelrelease.metrics import API_REQUESTS
 
 
 class Conflict(Exception):
     """The object changed since it was read (HTTP 409 on a write with a resourceVersion)."""
+
+
+class Throttled(ApiException):
+    """The API server asked to come back later (429, or 503 with Retry-After): ``retry_after`` seconds.
+
+    An ApiException still, so that code which tells errors apart by status keeps working."""
+
+    def __init__(self, status: int, reason: str | None, body: bytes | str | None, retry_after: float) -> None:
+        super().__init__(status=status, reason=reason,
+                         body=body.decode("utf-8", "replace") if isinstance(body, bytes) else body)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"({self.status}) {self.reason}: the API server asks to retry after {self.retry_after:g}s"
+
+
+def _retry_after(status: int, headers: Any, data: bytes | None) -> float | None:
+    """The seconds a 429/503 asks to wait: the Retry-After header (in seconds; an HTTP date is not
+    followed), else the Status body's details.retryAfterSeconds. A 429 that names no delay still
+    means "slower": one second. None for anything else."""
+    if status not in (429, 503):
+        return None
+    seconds: Any = (headers or {}).get("Retry-After")
+    if seconds is None:
+        try:
+            seconds = ((json.loads(data or b"{}") or {}).get("details") or {}).get("retryAfterSeconds")
+        except (ValueError, AttributeError):
+            seconds = None
+    try:
+        return max(0.0, float(seconds))
+    except (TypeError, ValueError):
+        return 1.0 if status == 429 else None
 
 
 class Cluster(Protocol):
@@ -81,6 +114,9 @@ class KubernetesCluster:
         data = response.read()
         API_REQUESTS.labels(method, str(response.status)).inc()
         if response.status >= 400:
+            retry_after = _retry_after(response.status, response.headers, data)
+            if retry_after is not None:
+                raise Throttled(response.status, response.reason, data, retry_after)
             raise ApiException(status=response.status, reason=response.reason, body=data)
         return json.loads(data) if data else {}
 
@@ -138,7 +174,30 @@ class KubernetesCluster:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"{namespace}/{name} changed since it was read") from exc
-            raise
+            if isinstance(exc, Throttled):  # refused, not lost: asking again now would only add load
+                raise
+            landed = self._landed(namespace, name, status)
+            if landed is None:
+                raise
+            return landed
+        except Exception:  # no answer at all (a timeout, a reset): the write may still have happened
+            landed = self._landed(namespace, name, status)
+            if landed is None:
+                raise
+            return landed
+
+    def _landed(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """The release, if it holds the status just sent although the write was not acknowledged
+        (e.g. a 5xx or a timeout after the API server stored it): then the pass goes on as if the
+        write succeeded, and its Events are posted, once. None if it does not, or cannot be read."""
+        try:
+            stored = self.get_release(namespace, name)
+        except Exception:
+            return None
+        if stored is None:
+            return None
+        kept = ModelReleaseStatus.model_validate(stored.get("status") or {})
+        return stored if kept == ModelReleaseStatus.model_validate(status) else None
 
 
 class KubernetesLeases:
