@@ -154,3 +154,58 @@ def healthy(prometheus: FakePrometheus) -> None:
     prometheus.set("error_rate", canary=0.0, stable=0.0)
     prometheus.set("requests", canary=100.0, stable=100.0)
     prometheus.set("latency_p99", canary=0.05, stable=0.05)
+
+
+# --- A whole cluster per call, for property tests --------------------------------------------------
+# hypothesis runs one test function many times, so a function-scoped fixture would be shared by every
+# example; each example of a randomised test needs its own API server, Prometheus and operator.
+
+
+class FreshCluster:
+    """`with FreshCluster(directory) as harness:` what the `harness` fixture gives, built and torn down here."""
+
+    def __init__(self, directory: pathlib.Path):
+        self.directory = directory
+        self.harness: Harness | None = None
+        self._server: EmbeddedApiServer | None = None
+        self._prometheus: FakePrometheus | None = None
+
+    def __enter__(self) -> Harness:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        training = TrainingScript()
+        rollout = ScriptedRollout(ready_delay=0.1)
+        emulator = ControllerEmulator(ScriptedExecutor(training), rollout, job_backoff_scale=0.0)
+        self._server = EmbeddedApiServer(controllers=[emulator]).start()
+        try:
+            self._prometheus = FakePrometheus().start()
+            healthy(self._prometheus)
+            kubeconfig = self._server.write_kubeconfig(self.directory / "kubeconfig")
+            self.harness = Harness(self._server, kubeconfig, self._prometheus, training, rollout, self.directory)
+            kubernetes.client.ApiextensionsV1Api(
+                kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+            ).create_custom_resource_definition(build_crd())
+            self.harness.start_operator()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.harness
+
+    def __exit__(self, *_: object) -> None:
+        if self.harness is not None:
+            self.harness.kill_operator()
+        if self._prometheus is not None:
+            self._prometheus.stop()
+        if self._server is not None:
+            self._server.stop()
+
+
+def terminate_operator(harness: Harness, grace: float = 30.0) -> None:
+    """SIGTERM, as a Pod's deletion sends it: kopf stops its daemons and exits; SIGKILL after the grace."""
+    process = harness.process
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        harness.kill_operator()
