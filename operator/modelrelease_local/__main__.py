@@ -20,10 +20,13 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psutil
+import yaml
 from rich.console import Console
 
+from modelrelease_local.faults import FaultInjector
 from modelrelease_local.instance import PID_FILE, StateInUse, describe, running_stacks
 from modelrelease_local.instance import alive as _alive
 from modelrelease_local.instance import running_stack as _running_up
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"default {PREFERRED_PROMETHEUS_PORT} when free, else any free one")
     up.add_argument("--rate", type=float, default=20.0, help="predict requests per second per release")
     up.add_argument("--no-traffic", action="store_true", help="send no generated traffic")
+    up.add_argument("--faults", type=pathlib.Path, default=None,
+                    help="a fault plan for the API server to inject (YAML or JSON; see docs/architecture.md)")
     commands.add_parser("down", help="stop a running `up`")
     demo = commands.add_parser("demo", help="run a release to its end and write a report")
     demo.add_argument("--rollback", action="store_true", help="a faulty last-stage canary: ends RolledBack")
@@ -99,6 +104,18 @@ def _prometheus_port(args: argparse.Namespace, state_dir: pathlib.Path) -> int |
     return PREFERRED_PROMETHEUS_PORT if port_is_free(PREFERRED_PROMETHEUS_PORT) else None
 
 
+def _fault_plan(path: pathlib.Path | None) -> dict[str, Any] | None:
+    """The plan of ``--faults``, checked before anything starts: a bad one names the file and the field."""
+    if path is None:
+        return None
+    try:
+        plan = yaml.safe_load(path.read_text(encoding="utf-8"))
+        FaultInjector().load(plan)
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
+        raise SystemExit(f"--faults {path}: {exc}") from None
+    return plan if isinstance(plan, dict) else None
+
+
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     state_dir = args.state_dir.resolve()
     if (running := _running_up(state_dir / PID_FILE)) is not None:  # the lock decides; this answers before any work
@@ -107,7 +124,8 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         return 1
     settings = StackSettings(state_dir=state_dir, api_port=args.api_port,
                              prometheus_port=_prometheus_port(args, state_dir), traffic_rate=args.rate,
-                             traffic=not args.no_traffic)
+                             traffic=not args.no_traffic,
+                             faults=_fault_plan(args.faults))
     try:
         with _stopping_on_signals(), LocalStack(settings) as stack:
             console.print(f"""[bold green]The embedded default is up.[/bold green]

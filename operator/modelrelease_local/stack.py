@@ -78,6 +78,7 @@ class StackSettings:
     operator_args: tuple[str, ...] = ("run", "-A")
     python: str = sys.executable
     fresh: bool = False  # forget the API objects, models, logs and metrics of an earlier run (once claimed)
+    faults: Mapping[str, Any] | None = None  # a fault plan for the API server (see faults.py)
 
 
 def remembered_port(state_dir: pathlib.Path, part: str) -> int | None:
@@ -196,7 +197,8 @@ class LocalStack:
         self._stops.append(("trainers", self.executor.close))
         self._server = EmbeddedApiServer(
             port=self.settings.api_port or remembered_port(self.state_dir, "api") or 0,
-            controllers=[ControllerEmulator(self.executor, self.runner)], state_file=self.state_dir / API_STATE_FILE)
+            controllers=[ControllerEmulator(self.executor, self.runner)], state_file=self.state_dir / API_STATE_FILE,
+            faults=self.settings.faults)
         self._stops.append(("API server", self.server.stop))
         self.server.start()
         self.server.write_kubeconfig(self.kubeconfig)

@@ -120,3 +120,14 @@ def test_the_command_line_takes_a_plan_file(tmp_path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_up_refuses_a_bad_plan_before_it_starts_anything(tmp_path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("faults:\n  - kind: eror\n")
+    state = tmp_path / "state"
+    done = subprocess.run([sys.executable, "-m", "modelrelease_local", "--state-dir", str(state), "up",
+                           "--faults", str(plan), "--no-traffic"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"--faults {plan}: faults[0].kind: 'eror' is not a fault kind" in done.stderr
+    assert not state.exists()  # nothing was claimed, created or started
