@@ -10,6 +10,7 @@ import pytest
 
 from modelrelease_trainer import cli, exit_codes
 from modelrelease_trainer.result import load_result
+from modelrelease_trainer.serving import resolve_config
 
 REQUIRED = ["train", "--stage", "s1", "--data", "sklearn:digits", "--output", "/models/v1"]
 
@@ -69,6 +70,16 @@ def test_bad_values_raise_usage_error_with_code_64(flag: str, value: str, needle
 def test_serve_flags_parse() -> None:
     args = cli.build_parser().parse_args(["serve", "--model", "/m", "--port", "9000", "--inject-error-rate", "0.3"])
     assert (args.model, args.port, args.inject_error_rate, args.name) == ("/m", 9000, 0.3, None)
+
+
+def test_the_read_timeout_comes_from_the_flag_over_the_environment() -> None:
+    parse = cli.build_parser().parse_args
+    assert resolve_config(parse(["serve", "--model", "/m"]), {}).read_timeout_s == 30.0
+    assert resolve_config(parse(["serve", "--model", "/m"]), {"READ_TIMEOUT_SECONDS": "5"}).read_timeout_s == 5.0
+    flagged = parse(["serve", "--model", "/m", "--read-timeout", "2.5"])
+    assert resolve_config(flagged, {"READ_TIMEOUT_SECONDS": "5"}).read_timeout_s == 2.5
+    with pytest.raises(SystemExit):
+        parse(["serve", "--model", "/m", "--read-timeout", "0"])
 
 
 def test_bad_flag_writes_a_failure_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -112,6 +112,9 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inject-seed", type=int, default=None, help="seed of the fault injection (env INJECT_SEED)")
     p.add_argument("--feedback-cache-size", type=positive_int, default=None,
                    help="recent predictions kept for feedback (env FEEDBACK_CACHE_SIZE, default 10000)")
+    p.add_argument("--read-timeout", type=positive_float, default=None,
+                   help="seconds a client may leave a read waiting, and a whole body may take (env "
+                        "READ_TIMEOUT_SECONDS, default 30): then 408")
 
 
 def termination_log_path(explicit: str | None) -> str:

@@ -2,7 +2,9 @@
 
 Routes: POST /v1/models/<name>:predict, POST /v1/models/<name>:feedback, GET /v1/models/<name>,
 GET /healthz, GET /readyz, GET /metrics. Client mistakes get 4xx with {"error": ...}; 5xx means the
-server (or its fault injection) failed.
+server (or its fault injection) failed. Bodies need a Content-Length (411 without) of at most 8 MiB
+(413); a client that leaves the server waiting longer than READ_TIMEOUT_SECONDS (default 30) for a read
+or for its whole body gets 408 or a closed connection.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,6 +39,8 @@ from modelrelease_trainer.serving import (
 
 log = logging.getLogger(__name__)
 _MODEL_ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?::(?P<verb>predict|feedback))?$")
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
 
 
 class ClientError(Exception):
@@ -46,6 +51,9 @@ class ClientError(Exception):
 
 class ModelServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's backlog of 5 drops the handshakes of a burst of clients; they retransmit after
+    # back-off, which can outlast the read timeout, and are then cut off without an answer.
+    request_queue_size = 128
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -56,6 +64,13 @@ class ModelServer(ThreadingHTTPServer):
         self.predictions = PredictionLog(config.feedback_cache_size)
         self.faults = random.Random(config.inject_seed)
         super().__init__((config.host, config.port), Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up or stalls while we answer is its own loss, not the server's failure.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection from %s dropped: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
 
     @property
     def version(self) -> str:
@@ -83,8 +98,20 @@ class Handler(BaseHTTPRequestHandler):
     # hold the second one back about 40 ms on every keep-alive request.
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        # Bounds every read, so a client that stalls (or idles on keep-alive) frees its thread;
+        # http.server closes a connection whose request line or headers time out.
+        super().setup()
+        self.connection.settimeout(self.server.config.read_timeout_s)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server answers a method it has no do_ method for with 501; the client chose the method.
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command!r} is not served here"
+        super().send_error(code, message, explain)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -98,7 +125,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def do_HEAD(self) -> None:  # the answer GET would give, less its body
+        self._dispatch("HEAD")
+
     def _dispatch(self, method: str) -> None:
+        self._head = method == "HEAD"
+        method = "GET" if self._head else method
         # An unread body would be taken for the next request on this connection; see _send.
         self._body_unread = (
             self.headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in self.headers
@@ -213,22 +251,54 @@ class Handler(BaseHTTPRequestHandler):
             raise ClientError(405, f"use {allowed} here")
 
     def _read_json(self) -> dict[str, Any]:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
-            self._body_unread = True  # we cannot tell where this body ends: close after answering
-            raise ClientError(400, "a JSON body with a Content-Length header is required")
-        length = int(length_header)
-        if length > self.server.config.max_body_bytes:
-            raise ClientError(413, f"body of {length} bytes is over {self.server.config.max_body_bytes}")
-        raw = self.rfile.read(length)
-        self._body_unread = False
+        raw = self._read_body()
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ClientError(400, f"body is not valid JSON: {exc}") from None
+        except RecursionError:  # the decoder's guard against deep nesting, not a server fault
+            raise ClientError(400, "body is nested too deeply; send a JSON object of rows of numbers") from None
         if not isinstance(body, dict):
             raise ClientError(400, "body must be a JSON object")
         return body
+
+    def _read_body(self) -> bytes:
+        """The body, by its Content-Length; until it is read whole the connection closes after answering."""
+        limit = self.server.config.max_body_bytes
+        if "Transfer-Encoding" in self.headers:
+            raise ClientError(411, "chunked or other transfer encodings are not accepted; send Content-Length")
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            raise ClientError(411, "a JSON body with a Content-Length header is required")
+        if len(lengths) > 1 or not _CONTENT_LENGTH.fullmatch(next(iter(lengths))):
+            raise ClientError(400, f"Content-Length must be one number of bytes, got {sorted(lengths)}")
+        length_text = next(iter(lengths)).lstrip("0") or "0"
+        if len(length_text) > len(str(limit)) or int(length_text) > limit:
+            raise ClientError(413, f"body of {length_text[:40]} bytes is over the limit of {limit}")
+        length = int(length_text)
+        # A per-read timeout alone lets a client that sends a byte at a time hold the thread for ever.
+        deadline = time.monotonic() + self.server.config.read_timeout_s
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            while received < length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(length - received)
+                if not chunk:
+                    raise ClientError(400, f"the body ended after {received} of its {length} bytes")
+                chunks.append(chunk)
+                received += len(chunk)
+        except TimeoutError:
+            self.close_connection = True
+            raise ClientError(408, f"the body did not arrive within {self.server.config.read_timeout_s:g} s "
+                                   f"({received} of {length} bytes)") from None
+        finally:
+            self.connection.settimeout(self.server.config.read_timeout_s)
+        self._body_unread = False
+        return b"".join(chunks)
 
     def _send_json(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
@@ -241,7 +311,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(payload)
+        if not self._head:
+            self.wfile.write(payload)
 
 
 def _instances(body: dict[str, Any], features: int, limit: int) -> np.ndarray:
@@ -253,8 +324,10 @@ def _instances(body: dict[str, Any], features: int, limit: int) -> np.ndarray:
         raise ClientError(400, f"{len(rows)} instances is over the limit of {limit} per request")
     try:
         array = np.asarray(rows)
-    except ValueError:  # ragged rows
+    except ValueError:  # ragged rows, or nested deeper than an array may be
         raise ClientError(400, f"rows differ in length; send {hint}") from None
+    except (RecursionError, OverflowError, TypeError):
+        raise ClientError(400, f"instances are not rows of numbers; send {hint}") from None
     if array.dtype.kind not in "iuf":  # rejects strings, booleans, nested objects and nulls
         raise ClientError(400, f"instances must hold numbers only; send {hint}")
     if array.ndim != 2 or array.shape[1] != features:

@@ -42,6 +42,9 @@ class ServerConfig:
     feedback_cache_size: int = 10_000
     max_instances: int = 1024
     max_body_bytes: int = 8 * 1024 * 1024
+    read_timeout_s: float = 30.0
+    """How long a client may leave the server waiting: for any one read, and for a whole request body.
+    Also how long an idle keep-alive connection stays open. Env READ_TIMEOUT_SECONDS."""
 
 
 def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServerConfig:
@@ -74,6 +77,8 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] = os.env
         feedback_cache_size=pick(
             args.feedback_cache_size, "FEEDBACK_CACHE_SIZE", int, ServerConfig.feedback_cache_size
         ),
+        read_timeout_s=pick(args.read_timeout, "READ_TIMEOUT_SECONDS", float,
+                            ServerConfig.read_timeout_s),
     )
     if not 0.0 <= config.inject_error_rate <= 1.0:
         raise ConfigError(f"--inject-error-rate must be in [0, 1], got {config.inject_error_rate}")
@@ -81,6 +86,8 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] = os.env
         raise ConfigError(f"--inject-latency-ms must be >= 0, got {config.inject_latency_ms}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {config.port}")
+    if not 0.0 < config.read_timeout_s < math.inf:
+        raise ConfigError(f"READ_TIMEOUT_SECONDS must be above 0 seconds, got {config.read_timeout_s}")
     if config.feedback_cache_size < 1:
         raise ConfigError(f"--feedback-cache-size must be >= 1, got {config.feedback_cache_size}")
     if not config.name or "/" in config.name or ":" in config.name:
