@@ -42,7 +42,13 @@ __all__ = ["compile_errors", "rule_problems", "violations"]
 Schema = Mapping[str, Any]
 
 # The schema problems after which the server does not run the rules (hasBlockingErr).
-_BLOCKING_REASONS = frozenset({"FieldValueTypeInvalid", "FieldValueNotSupported"})
+# The server skips the rules after a type or enum error. It also runs them under a runtime cost budget,
+# which a list or string past its schema bound may exhaust; cel-python is far slower than cel-go and
+# keeps no cost, so here an over-long list or string skips the rules too (the write is refused by the
+# schema's error either way; only the note differs from the server's cost-budget message).
+_BLOCKING_REASONS = frozenset({"FieldValueTypeInvalid", "FieldValueNotSupported", "FieldValueTooMany",
+                               "FieldValueTooLong"})
+_INT64 = range(-(2**63), 2**63)
 _NOT_CHECKED = ("some validation rules were not checked because the object was invalid; correct the existing "
                 "errors to complete validation")
 _REASONS = {"FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate", "FieldValueInvalid"}
@@ -124,8 +130,10 @@ def to_cel(value: Any, schema: Schema) -> Any:
         return celtypes.ListType([to_cel(item, items) for item in value])
     if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return celtypes.DoubleType(float(value))
-    if kind == "integer" and isinstance(value, float) and value.is_integer():
+    if kind == "integer" and isinstance(value, float) and value.is_integer() and int(value) in _INT64:
         return celtypes.IntType(int(value))
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return celtypes.DoubleType(float(value))  # as Go decodes a JSON number beyond int64: a float64
     return celpy.json_to_cel(value)
 
 
