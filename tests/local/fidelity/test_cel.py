@@ -254,3 +254,22 @@ def test_a_crd_whose_rule_does_not_compile_is_refused(extensions: kubernetes.cli
             in message and 'compilation failed' in message), message
     assert not [c for c in extensions.list_custom_resource_definition().items
                 if c.metadata.name == 'gadgets.test.example.com']
+
+
+@pytest.mark.usefixtures('releases')
+def test_numbers_beyond_int64_and_lists_past_their_bound_are_refused_not_crashed(
+        custom: kubernetes.client.CustomObjectsApi):
+    """Go decodes a JSON integer beyond int64 as a float64, and the server's CEL runs under a cost budget:
+    neither an out-of-range number nor a list far past its maxItems makes the API server fail (5xx); the
+    schema's errors refuse the write (CRD validation rules: resource constraints)."""
+    spec = base_spec()
+    spec['training'] = {'backoffLimit': 10**30}
+    spec['stages'][0]['steps'] = [{'weight': 2**63}]
+    status = _refusal(custom, release(spec))
+    assert 'spec.training.backoffLimit: Invalid value: 1000000000000000000000000000000' in status['message']
+    assert 'spec.stages[0].steps[0].weight: Invalid value: 9223372036854775808' in status['message']
+    many = base_spec()
+    many['stages'] = [copy.deepcopy(many['stages'][0]) for _ in range(2000)]
+    del many['stages'][7]['name']
+    status = _refusal(custom, release(many))
+    assert 'spec.stages: Too many: 2000: must have at most 20 items' in status['message'], status['message'][:300]
