@@ -270,7 +270,8 @@ def test_promote_full_makes_the_canary_stable():
     assert world.replicas() == (10, 0)
 
 
-def test_promotion_hands_over_in_batches_without_doubling():
+def _promoting_world() -> World:
+    """A release run to its last stage's promotion, whose Deployments from now on take a pass to be ready."""
     world = World.of()
     for _ in range(400):
         world.finish_jobs()
@@ -281,6 +282,11 @@ def test_promotion_hands_over_in_batches_without_doubling():
         world.wait(15)
     assert world.status.phase == "Promoting"
     world.instant_ready = False
+    return world
+
+
+def test_promotion_hands_over_in_batches_without_doubling():
+    world = _promoting_world()
     totals = []
     for _ in range(30):
         world.step(measure=False)
@@ -299,16 +305,7 @@ def test_promotion_writes_the_shrinking_track_first_and_never_goes_back():
     # Each pass patches two Deployments: the one that shrinks goes first, so the total never exceeds
     # serving.replicas even between the writes. Right after a scale patch the stable reports nothing
     # ready (its controller has not seen the new generation): that must not hand replicas back.
-    world = World.of()
-    for _ in range(400):
-        world.finish_jobs()
-        world.step()
-        if world.status.phase == "Promoting":
-            break
-        world.settle()
-        world.wait(15)
-    assert world.status.phase == "Promoting"
-    world.instant_ready = False
+    world = _promoting_world()
     stables = []
     for lagging in [True, False] * 15:
         before = dict(zip(("stable", "canary"), world.replicas(), strict=True))

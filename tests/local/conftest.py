@@ -3,7 +3,9 @@ Fixtures for the embedded API server: a server per test (in a background thread,
 synchronous kubernetes client and kubectl can talk to it), its kubeconfig, and API clients.
 """
 import pathlib
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
@@ -123,3 +125,19 @@ def job_body(name: str, *, labels: dict[str, str] | None = None, backoff_limit: 
     if deadline is not None:
         spec['activeDeadlineSeconds'] = deadline
     return {'apiVersion': 'batch/v1', 'kind': 'Job', 'metadata': {'name': name, 'labels': labels or {}}, 'spec': spec}
+
+
+KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def kubectl(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Kubectl:
+    """The real kubectl against the test's server, with its own discovery cache."""
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([KUBECTL, '--kubeconfig', str(kubeconfig), '--cache-dir', str(tmp_path / 'cache'),
+                                 *args], capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            pytest.fail(f'kubectl {" ".join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
+        return result
+    return run

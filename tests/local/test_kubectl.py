@@ -1,30 +1,13 @@
 """kubectl against the embedded API server (plain HTTP, no auth, no OpenAPI: --validate=false)."""
 import pathlib
-import shutil
 import subprocess
-from collections.abc import Callable
 
-import pytest
 import yaml
 
 from modelrelease_local.apiserver import EmbeddedApiServer
 from modelrelease_local.outcomes import JobOutcome
-from tests.local.conftest import WIDGETS_CRD, deployment_body, job_body
+from tests.local.conftest import WIDGETS_CRD, Kubectl, deployment_body, job_body
 from tests.waiting import wait_for
-
-KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def kubectl(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Kubectl:
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, '--kubeconfig', str(kubeconfig), '--cache-dir', str(tmp_path / 'cache'),
-                                 *args], capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            pytest.fail(f'kubectl {" ".join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
-        return result
-    return run
 
 
 def test_custom_resource_lifecycle(kubectl: Kubectl, tmp_path: pathlib.Path) -> None:

@@ -3,29 +3,13 @@ The real kubectl against the embedded API server's schemas: `kubectl explain` re
 from OpenAPI v3, and `kubectl apply` (strict by default) has the server refuse a manifest's typo.
 """
 import pathlib
-import shutil
-import subprocess
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
 
 from modelrelease.api.crd import build_crd
-
-KUBECTL = shutil.which('kubectl') or '/usr/bin/kubectl'
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def kubectl(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Kubectl:
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([KUBECTL, '--kubeconfig', str(kubeconfig), '--cache-dir', str(tmp_path / 'cache'),
-                                 *args], capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            pytest.fail(f'kubectl {" ".join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}')
-        return result
-    return run
+from tests.local.conftest import Kubectl
 
 
 @pytest.fixture
