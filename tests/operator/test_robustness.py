@@ -106,6 +106,11 @@ def test_idle_and_per_step_write_economy(harness: Harness):
     harness.apply("digits", spec)
     wait_for(lambda: harness.status("digits").get("canaryWeight") == 10
              and harness.status("digits").get("stageIndex") == 1, "the grow canary at 10")
+    # The Events of the transition that got here are posted after its status patch: let them land
+    # before counting, or they would be counted as the step's.
+    grow = spec["stages"][1]["name"]
+    wait_for(lambda: any(e.reason == "CanaryStarted" and f"stage {grow}:" in (e.message or "")
+                         for e in harness.events("default")), f"stage {grow}'s CanaryStarted event")
     harness.server.requests.reset()
     harness.prometheus.queries.clear()
     wait_for(lambda: harness.status("digits").get("canaryWeight") == 50, "the step to 50")
