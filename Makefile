@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := local,trainer,test,lint
+EXTRAS := local,trainer,test,lint,backtest
 
 .PHONY: help venv prometheus test lint crds demo demo-rollback bench image clean
 

@@ -164,7 +164,7 @@ CASES = [
     Case("analysis.checks[]", "a check needs", "spec.analysis.checks[1]",
          _set("analysis.checks.1", {"name": "latency", "query": _QUERY, "maxRatio": 1.2}),
          _set("analysis.checks.1", {"name": "latency", "query": _QUERY}),
-         "a check needs min, max, minRatio or maxRatio"),
+         "a check needs min, max, minRatio, maxRatio or compare"),
     Case("analysis.checks[]", "min is above max", "spec.analysis.checks[1].min",
          _set("analysis.checks.1.min", 0.5), _set("analysis.checks.1.min", 0.75), "min (0.75) is above max (0.5)"),
     Case("analysis.checks[]", "minRatio is above maxRatio", "spec.analysis.checks[1].minRatio",

@@ -82,7 +82,19 @@ def readings_of(scripted: Measurement, asked: list[Role]) -> dict[Role, Reading]
     if scripted.error:
         return {asked[0]: Reading.failure(scripted.error)}
     values = {"canary": scripted.canary, "stable": scripted.stable, "samples": scripted.samples}
-    return {role: Reading.no_data() if values[role] is None else Reading.of(values[role]) for role in asked}
+    found = scripted.comparison
+    if found is not None:
+        values.update({"compare-canary-trials": found.canary_trials, "compare-stable-trials": found.stable_trials,
+                       "compare-canary": found.canary_rate, "compare-stable": found.stable_rate})
+    readings: dict[Role, Reading] = {}
+    for role in asked:
+        if found is not None and role in ("compare-canary", "compare-stable") and found.canary_rate is None:
+            readings[role] = Reading.of_samples(found.canary_samples if role == "compare-canary"
+                                                else found.stable_samples)
+        else:
+            value = values.get(role)
+            readings[role] = Reading.no_data() if value is None else Reading.of(value)
+    return readings
 
 
 @dataclass
@@ -111,7 +123,7 @@ class World:
         if measure and request is not None:
             # Prometheus as scripted by the test: each query the core asked for reads the test's numbers.
             run = AnalysisRun(request, {
-                item.check: readings_of(self.metrics[item.check], [role for role, _ in item.queries.by_role()])
+                item.check: readings_of(self.metrics[item.check], [ask.role for ask in item.queries.by_role()])
                 for item in request.checks
             })
         return Observations(jobs=dict(self.jobs), deployments=dict(self.deployments),

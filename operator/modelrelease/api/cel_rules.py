@@ -158,8 +158,9 @@ RULES: Mapping[str, tuple[Rule, ...]] = {
             ".preset",
         ),
         Rule(
-            "has(self.preset) || has(self.min) || has(self.max) || has(self.minRatio) || has(self.maxRatio)",
-            "a check needs min, max, minRatio or maxRatio",
+            "has(self.preset) || has(self.min) || has(self.max) || has(self.minRatio) || has(self.maxRatio)"
+            " || has(self.compare)",
+            "a check needs min, max, minRatio, maxRatio or compare",
         ),
         _ordered("min", "max"),
         _ordered("minRatio", "maxRatio"),

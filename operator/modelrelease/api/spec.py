@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from modelrelease.api.base import Duration, WireModel, dns_label, parse_duration
+from modelrelease.api.compare import CompareSpec, compare_problem
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import template_errors
 
@@ -323,6 +324,12 @@ class AnalysisCheck(WireModel):
     sample_query: str | None = None
     """PromQL template counting the canary's traffic in the interval; fewer than minSampleCount is
     inconclusive. Default: the preset's sample query, none for a query check."""
+    compare: CompareSpec | None = None
+    """Compare the canary's samples with the stable's statistically, instead of or besides the bounds.
+    Default none."""
+    dry_run: bool = False
+    """Evaluate, record and chart this check, but never let it decide a run (it cannot fail, pause or
+    roll back a release). Default false."""
 
     @model_validator(mode="after")
     def _query_and_bounds(self) -> AnalysisCheck:
@@ -334,10 +341,17 @@ class AnalysisCheck(WireModel):
             problems = template_errors(template) if template else []
             if problems:
                 raise ValueError(f"{field}: " + "; ".join(problems))
-        if self.preset is None and all(
+        if self.preset is None and self.compare is None and all(
             v is None for v in (self.min, self.max, self.min_ratio, self.max_ratio)
         ):
-            raise ValueError("a check needs min, max, minRatio or maxRatio")
+            raise ValueError("a check needs min, max, minRatio, maxRatio or compare")
+        if self.compare is not None:
+            preset = PRESETS[self.preset] if self.preset is not None else None
+            query = self.query if preset is None else preset.query
+            sample_query = self.sample_query or (preset.sample_query if preset is not None else None)
+            problem = compare_problem(self.compare, query or "", sample_query)
+            if problem:
+                raise ValueError(problem)
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max}); no value could pass")
         if self.min_ratio is not None and self.max_ratio is not None and self.min_ratio > self.max_ratio:
@@ -376,6 +390,11 @@ class AnalysisSpec(WireModel):
             raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
         if parse_duration(self.interval).total_seconds() < 1:
             raise ValueError("interval must be at least 1s")
+        interval = parse_duration(self.interval)
+        for check in self.checks:
+            if check.compare is not None and parse_duration(check.compare.window) < interval:
+                raise ValueError(f"checks[{check.name}].compare.window ({check.compare.window}) is shorter than "
+                                 f"the interval ({self.interval}); set a window of at least one interval")
         return self
 
 

@@ -126,6 +126,29 @@ class StageRecord(StatusModel):
     """Why the stage failed (the Job's failure reason, the failed gate, ...); empty otherwise."""
 
 
+class ComparisonRecord(StatusModel):
+    """What a check's statistical comparison of the canary with the stable found in one run."""
+
+    test: str
+    """mann-whitney or proportions."""
+    statistic: float | None = None
+    """The test statistic: U of the canary's samples (mann-whitney) or z (proportions); unset when the
+    samples were too few to test."""
+    p_value: float | None = None
+    """The p-value of a regression in the check's direction; unset when not tested."""
+    alpha: float
+    """The p-value below which this run counts a regression: this run's share of 1 - confidence."""
+    effect: float | None = None
+    """(canary - stable) / stable of the medians (mann-whitney), or canary - stable of the rates in points
+    (proportions)."""
+    canary_samples: int = 0
+    """Samples of the canary: values read (mann-whitney) or trials counted (proportions)."""
+    stable_samples: int = 0
+    """Samples of the stable, counted the same way."""
+    needed_samples: int = 0
+    """Samples each track needs before a pass can be trusted, for the check's confidence and minEffect."""
+
+
 class CheckRecord(StatusModel):
     name: str
     """The check's name in spec.analysis.checks."""
@@ -140,6 +163,10 @@ class CheckRecord(StatusModel):
     reason: str = ""
     """Why this verdict, e.g. within bounds, waiting for traffic: 3 samples, need 20, 0.08 > 0.02, or the query
     error."""
+    dry_run: bool = False
+    """A dry-run check: recorded and charted, never counted in the run's verdict."""
+    comparison: ComparisonRecord | None = None
+    """The statistical comparison's figures, for a check with compare."""
 
 
 class AnalysisRecord(StatusModel):
@@ -165,6 +192,9 @@ class AnalysisRecord(StatusModel):
     spec.analysis.consecutiveErrorLimit pauses the release."""
     checks: list[CheckRecord] = Field(default_factory=list)
     """The last run's results, one per check."""
+    score: float | None = None
+    """The last run's score, 0 to 100: the share of its deciding checks that passed, of those with a
+    verdict (Inconclusive and Error checks are left out); unset when none had one."""
 
 
 class Condition(StatusModel):

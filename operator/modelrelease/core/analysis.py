@@ -19,11 +19,26 @@ from typing import Literal
 
 from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
 from modelrelease.api.status import AnalysisRecord, CheckRecord, ModelReleaseStatus, Verdict
+from modelrelease.core import comparison
 from modelrelease.core.timestamps import parse_timestamp
 from modelrelease.promql.presets import PRESETS
 
 Outcome = Literal["continue", "rollback", "pause"]
 _SEVERITY: dict[Verdict, int] = {"Pass": 0, "Skipped": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
+
+
+@dataclass(frozen=True)
+class ComparisonInput:
+    """What a check's comparison read: samples per track (mann-whitney), or rates and trial counts
+    (proportions), or the error that stopped it."""
+
+    canary_samples: tuple[float, ...] = ()
+    stable_samples: tuple[float, ...] = ()
+    canary_rate: float | None = None
+    stable_rate: float | None = None
+    canary_trials: float = 0.0
+    stable_trials: float = 0.0
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,8 @@ class Measurement:
     stable: float | None = None
     samples: float | None = None
     error: str | None = None
+    comparison: ComparisonInput | None = None
+    """Set when the check compares and the stable serves; None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,10 @@ class Bounds:
     max: float | None
     min_ratio: float | None
     max_ratio: float | None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.min, self.max, self.min_ratio, self.max_ratio))
 
     @property
     def relative(self) -> bool:
@@ -62,9 +83,10 @@ class Bounds:
 
 
 def bounds_of(check: AnalysisCheck) -> Bounds:
-    """The check's own bounds, or its preset's defaults when it sets none."""
+    """The check's own bounds, or its preset's defaults when it sets none and does not compare (a
+    comparison on a preset replaces the preset's bound)."""
     own = Bounds(check.min, check.max, check.min_ratio, check.max_ratio)
-    if check.preset is None or any(v is not None for v in (own.min, own.max, own.min_ratio, own.max_ratio)):
+    if check.preset is None or own.any or check.compare is not None:
         return own
     preset = PRESETS[check.preset]
     return Bounds(None, preset.max, preset.min_ratio, preset.max_ratio)
@@ -75,10 +97,55 @@ def _usable(value: float | None) -> bool:
 
 
 def judge(
-    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool = True
+    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool = True, run: int = 1
 ) -> CheckRecord:
-    """Judge one check. ``stable_serving`` is False at weight 100, when the stable track has no pods:
-    relative bounds then have nothing to compare with and are skipped (absolute bounds still apply)."""
+    """Judge one check in the ``run``-th run (1-based) of a canary version. ``stable_serving`` is False at
+    weight 100, when the stable track has no pods: relative bounds and comparisons then have nothing to
+    compare with and are skipped (absolute bounds still apply)."""
+    parts = []
+    if bounds_of(check).any:
+        parts.append(_judge_bounds(check, measured, min_sample_count, stable_serving))
+    if check.compare is not None:
+        parts.append(_judge_comparison(check, measured, stable_serving, run))
+    record = parts[0] if len(parts) == 1 else _combine(parts)
+    return record.model_copy(update={"dry_run": True}) if check.dry_run else record
+
+
+def _combine(parts: list[CheckRecord]) -> CheckRecord:
+    """A check with bounds and a comparison: the worse verdict, both reasons, the bound's values."""
+    bound, compared = parts
+    verdict = max((bound.verdict, compared.verdict), key=lambda v: _SEVERITY[v])
+    return bound.model_copy(update=dict(
+        verdict=verdict, reason=f"bounds: {bound.reason}; compare: {compared.reason}",
+        comparison=compared.comparison))
+
+
+def _judge_comparison(check: AnalysisCheck, measured: Measurement, stable_serving: bool, run: int) -> CheckRecord:
+    compare = check.compare
+    assert compare is not None
+    record = dict(name=check.name, bound=f"compare {compare.test} {compare.direction}")
+    if not stable_serving:
+        return CheckRecord(verdict="Skipped", reason="comparison skipped: stable serves no traffic", **record)
+    found = measured.comparison
+    if found is None:
+        return CheckRecord(verdict="Error", reason="the comparison's queries were not sent", **record)
+    if found.error:
+        return CheckRecord(verdict="Error", reason=found.error, **record)
+    if compare.test == "proportions":
+        if not (_usable(found.canary_rate) and _usable(found.stable_rate)):
+            missing = "canary" if not _usable(found.canary_rate) else "stable"
+            return CheckRecord(verdict="Inconclusive", reason=f"no data for the {missing} rate", **record)
+        verdict = comparison.compare_proportions(compare, float(found.canary_rate), found.canary_trials,  # type: ignore[arg-type]
+                                                 float(found.stable_rate), found.stable_trials, run)  # type: ignore[arg-type]
+    else:
+        verdict = comparison.compare_samples(compare, found.canary_samples, found.stable_samples, run)
+    return CheckRecord(verdict=verdict.verdict, reason=verdict.reason, value=verdict.canary_center,
+                       stable_value=verdict.stable_center, comparison=verdict.record, **record)
+
+
+def _judge_bounds(
+    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool
+) -> CheckRecord:
     bounds = bounds_of(check)
     record = dict(name=check.name, bound=bounds.describe(), value=measured.canary, stable_value=measured.stable)
     if measured.error:
@@ -125,7 +192,15 @@ def _ratio(canary: float, stable: float) -> float:
 
 
 def run_verdict(results: list[CheckRecord]) -> Verdict:
-    return max((r.verdict for r in results), key=lambda v: _SEVERITY[v], default="Pass")
+    """The worst verdict of the deciding checks; dry-run checks never decide."""
+    worst: Verdict = max((r.verdict for r in results if not r.dry_run), key=lambda v: _SEVERITY[v], default="Pass")
+    return "Pass" if worst == "Skipped" else worst
+
+
+def run_score(results: list[CheckRecord]) -> float | None:
+    """The share of the deciding checks with a verdict that passed, 0 to 100; None when none had one."""
+    decided = [r for r in results if not r.dry_run and r.verdict in ("Pass", "Fail")]
+    return 100.0 * sum(r.verdict == "Pass" for r in decided) / len(decided) if decided else None
 
 
 def tally(
@@ -149,6 +224,7 @@ def tally(
             inconclusive=inconclusive,
             consecutive_errors=errors,
             checks=results,
+            score=run_score(results),
         )
     )
     if failures > spec.failure_limit:
@@ -159,7 +235,7 @@ def tally(
 
 
 def first_failure(results: list[CheckRecord]) -> CheckRecord | None:
-    return next((r for r in results if r.verdict == "Fail"), None)
+    return next((r for r in results if r.verdict == "Fail" and not r.dry_run), None)
 
 
 ROUTINE_FLUSH = timedelta(seconds=60)

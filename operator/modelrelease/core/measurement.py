@@ -10,21 +10,25 @@ rule about what an answer means lives in the core, beside ``analysis.judge`` tha
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Self
 
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import AnalysisCheck, ModelReleaseSpec
 from modelrelease.api.status import ANALYSING_PHASES, ModelReleaseStatus
-from modelrelease.core.analysis import Measurement, bounds_of
+from modelrelease.core.analysis import ComparisonInput, Measurement, bounds_of
 from modelrelease.core.timestamps import parse_timestamp
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import format_range, render
 
-Role = Literal["canary", "stable", "samples"]
+Role = Literal["canary", "stable", "samples", "compare-canary", "compare-stable", "compare-canary-trials",
+               "compare-stable-trials"]
 ROLES: tuple[Role, ...] = ("canary", "stable", "samples")
-"""The order a check's queries are sent in; the runtime stops a check at its first error."""
+"""The bound queries of a check, in the order they are sent; the runtime stops a check at its first error."""
+COMPARE_ROLES: tuple[Role, ...] = ("compare-canary", "compare-stable", "compare-canary-trials",
+                                   "compare-stable-trials")
+"""The comparison's queries: ranges of samples (mann-whitney), or rates and trial counts (proportions)."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,16 @@ class Reading:
     error: str | None = None
     note: str = ""
     """Why there is no data, for people ("empty result", "NaN")."""
+    samples: tuple[float, ...] | None = None
+    """A range query's finite values, every series at every step (None for an instant query)."""
 
     @classmethod
     def of(cls, value: float) -> Self:
         return cls(value=value)
+
+    @classmethod
+    def of_samples(cls, samples: Sequence[float]) -> Self:
+        return cls(samples=tuple(samples))
 
     @classmethod
     def no_data(cls, note: str = "") -> Self:
@@ -65,6 +75,19 @@ class ReleaseVariables:
     """None when the stable serves nothing (no stable yet, or weight 100): no stable query is sent."""
     interval: timedelta
     """The range of rate()/increase() in queries; normally the analysis interval."""
+    now: datetime | None = None
+    """When the run reads (the end of a comparison's window); needed only by checks with compare."""
+    canary_since: datetime | None = None
+    """When the canary version started serving: a comparison's window never reaches before it."""
+
+    def compare_window(self, check: AnalysisCheck) -> timedelta:
+        """How far back this check's comparison looks now: its window, not before the canary started,
+        never less than one interval."""
+        assert check.compare is not None
+        window = parse_duration(check.compare.window)
+        if self.now is not None and self.canary_since is not None:
+            window = min(window, self.now - self.canary_since)
+        return max(window, self.interval)
 
     def values(self, track: str, version: str) -> dict[str, str]:
         return {
@@ -95,27 +118,75 @@ def queries_of(check: AnalysisCheck) -> CheckQueries:
 
 
 @dataclass(frozen=True)
+class RangeWindow:
+    """The span and resolution of a range query."""
+
+    start: datetime
+    end: datetime
+    step_seconds: float
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One query of a run: an instant query, or a range query when ``window`` is set."""
+
+    role: Role
+    promql: str
+    window: RangeWindow | None = None
+
+
+@dataclass(frozen=True)
 class RenderedCheck:
     """The PromQL one check sends in one run, by role (also what users are shown as asked)."""
 
-    canary: str
+    canary: str | None
+    """The bound query; None for a check that only compares."""
     stable: str | None
     samples: str | None
+    comparison: tuple[Ask, ...] = ()
+    """The comparison's queries (roles compare-*), empty without compare or when the stable serves nothing."""
 
-    def by_role(self) -> list[tuple[Role, str]]:
+    def by_role(self) -> list[Ask]:
         pairs: list[tuple[Role, str | None]] = [
             ("canary", self.canary), ("stable", self.stable), ("samples", self.samples)]
-        return [(role, query) for role, query in pairs if query is not None]
+        return [Ask(role, query) for role, query in pairs if query is not None] + list(self.comparison)
 
 
 def render_check(check: AnalysisCheck, variables: ReleaseVariables) -> RenderedCheck:
     queries = queries_of(check)
     canary_values = variables.values("canary", variables.canary_version)
+    has_bounds = bounds_of(check).any
     stable = None
-    if bounds_of(check).relative and variables.stable_version is not None:
+    if has_bounds and bounds_of(check).relative and variables.stable_version is not None:
         stable = render(queries.query, variables.values("stable", variables.stable_version))
-    samples = render(queries.sample_query, canary_values) if queries.sample_query else None
-    return RenderedCheck(render(queries.query, canary_values), stable, samples)
+    samples = render(queries.sample_query, canary_values) if queries.sample_query and has_bounds else None
+    canary = render(queries.query, canary_values) if has_bounds else None
+    return RenderedCheck(canary, stable, samples, _render_comparison(check, queries, variables))
+
+
+def _render_comparison(check: AnalysisCheck, queries: CheckQueries, variables: ReleaseVariables) -> tuple[Ask, ...]:
+    if check.compare is None or variables.stable_version is None:
+        return ()
+    window = variables.compare_window(check)
+    tracks = (("canary", variables.canary_version), ("stable", variables.stable_version))
+    if check.compare.test == "proportions":
+        # One instant query per rate and per trial count, with the window as the range of rate() and
+        # increase(): the counts of everything the window saw.
+        assert queries.sample_query is not None  # the spec's validation guarantees it
+        widened = replace(variables, interval=window)
+        asks = [Ask(f"compare-{track}", render(queries.query, widened.values(track, version)))  # type: ignore[arg-type]
+                for track, version in tracks]
+        asks += [Ask(f"compare-{track}-trials",  # type: ignore[arg-type]
+                     render(queries.sample_query, widened.values(track, version)))
+                 for track, version in tracks]
+        return tuple(asks)
+    if variables.now is None:
+        raise ValueError(f"check {check.name}: a mann-whitney comparison needs the time of the run")
+    step = (parse_duration(check.compare.step).total_seconds() if check.compare.step
+            else max(1.0, variables.interval.total_seconds() / 4))
+    span = RangeWindow(variables.now - window, variables.now, step)
+    return tuple(Ask(f"compare-{track}", render(queries.query, variables.values(track, version)), span)  # type: ignore[arg-type]
+                 for track, version in tracks)
 
 
 @dataclass(frozen=True)
@@ -173,6 +244,8 @@ def request_measurements(
         canary_version=status.canary.id,
         stable_version=status.stable.id if stable_serving(status) and status.stable else None,
         interval=parse_duration(spec.analysis.interval),
+        now=now,
+        canary_since=parse_timestamp(status.analysis.started_at) if status.analysis.started_at else None,
     )
     return build_request(spec.analysis.checks, variables)
 
@@ -183,9 +256,35 @@ def build_request(checks: Sequence[AnalysisCheck], variables: ReleaseVariables) 
     return MeasurementRequest(rendered, stable_serving=variables.stable_version is not None)
 
 
+def comparison_of(readings: CheckReadings) -> ComparisonInput | None:
+    """What the comparison's answers say, or None when none was asked (no compare, or no stable)."""
+    asked = {role: readings[role] for role in COMPARE_ROLES if role in readings}
+    if not asked:
+        return None
+    for role, reading in asked.items():
+        if not reading.ok:
+            return ComparisonInput(error=f"{role.removeprefix('compare-').replace('-', ' ')} query: {reading.error}")
+    canary, stable = asked.get("compare-canary"), asked.get("compare-stable")
+    if canary is None or stable is None:
+        return ComparisonInput(error="the comparison's queries were not all answered")
+    if "compare-canary-trials" in asked:
+        # A trial count that finds no series is no traffic (0), as for the sample query.
+        trials = tuple(r.value if r.value is not None else 0.0
+                       for r in (asked["compare-canary-trials"], asked.get("compare-stable-trials", Reading())))
+        return ComparisonInput(canary_rate=canary.value, stable_rate=stable.value,
+                               canary_trials=trials[0], stable_trials=trials[1])
+    return ComparisonInput(canary_samples=canary.samples or (), stable_samples=stable.samples or ())
+
+
 def measurement_of(check: str, readings: CheckReadings) -> Measurement:
     """What one check's answers say. The first error wins; a sample count that finds no series at all
     means no traffic (0 samples), never "unknown", or judge would skip the traffic requirement."""
+    bound = _bound_measurement(check, readings)
+    comparison = comparison_of(readings)
+    return bound if comparison is None else replace(bound, comparison=comparison)
+
+
+def _bound_measurement(check: str, readings: CheckReadings) -> Measurement:
     canary, stable, samples = (readings.get(role) for role in ROLES)
     canary_value = canary.value if canary else None
     stable_value = stable.value if stable else None

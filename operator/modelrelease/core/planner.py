@@ -139,7 +139,8 @@ def _judge_analysis(draft: Draft, run: AnalysisRun) -> bool:
     spec = draft.spec.analysis
     checks = {c.name: c for c in spec.checks}
     results = [
-        analysis.judge(checks[m.check], m, spec.min_sample_count, run.request.stable_serving)
+        analysis.judge(checks[m.check], m, spec.min_sample_count, run.request.stable_serving,
+                       run=draft.status.analysis.runs + 1)
         for m in run.measurements()
         if m.check in checks
     ]
@@ -168,7 +169,8 @@ def _judge_analysis(draft: Draft, run: AnalysisRun) -> bool:
             reason = "AnalysisErrors"
             why = (f"{record.consecutive_errors} runs with query errors > "
                    f"consecutiveErrorLimit {spec.consecutive_error_limit}")
-        last = "; ".join(f"{r.name}: {r.reason}" for r in results if r.verdict != "Pass")
+        last = "; ".join(f"{r.name}: {r.reason}" for r in results
+                         if r.verdict not in ("Pass", "Skipped") and not r.dry_run)
         message = f"analysis paused: {why} ({last}); use actions.retry, promote or abort"
         draft.set(phase="Paused", pause_reason=reason, message=message)
         draft.event(reason, message, "Warning")

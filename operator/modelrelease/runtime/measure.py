@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from modelrelease.adapters.prometheus import MetricsProvider, QueryResult
-from modelrelease.core.measurement import AnalysisRun, MeasurementRequest, Reading, Role
+from modelrelease.core.measurement import AnalysisRun, Ask, MeasurementRequest, Reading, Role
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,26 @@ class _Run:
         self.provider = provider
         self.down: QueryResult | None = None
 
-    def ask(self, promql: str) -> QueryResult:
+    def ask(self, ask: Ask) -> QueryResult:
         if self.down is not None:
             return self.down
         try:
-            result = self.provider.query(promql)
+            result = self._send(ask)
         except Exception as exc:  # whatever a provider raises, the run records an Error and goes on
             log.exception("a Prometheus query raised instead of answering")
             result = QueryResult.failed("server", f"the answer could not be read ({type(exc).__name__}: {exc})")
         if result.connection_failed:
             self.down = result
+        return result
+
+    def _send(self, ask: Ask) -> QueryResult:
+        if ask.window is None:
+            return self.provider.query(ask.promql)
+        query_range = getattr(self.provider, "query_range", None)
+        if query_range is None:
+            return QueryResult.failed("server", "this metrics provider answers no range queries")
+        window = ask.window
+        result: QueryResult = query_range(ask.promql, window.start, window.end, window.step_seconds)
         return result
 
 
@@ -44,9 +54,9 @@ def read_run(provider: MetricsProvider, request: MeasurementRequest) -> Analysis
     readings: dict[str, dict[Role, Reading]] = {}
     for item in request.checks:
         answers: dict[Role, Reading] = {}
-        for role, promql in item.queries.by_role():
-            answers[role] = run.ask(promql)  # a QueryResult is the core's Reading
-            if not answers[role].ok:
+        for ask in item.queries.by_role():
+            answers[ask.role] = run.ask(ask)  # a QueryResult is the core's Reading
+            if not answers[ask.role].ok:
                 break  # the check is an error either way; its other queries would only cost time
         readings[item.check] = answers
     return AnalysisRun(request, readings)

@@ -317,3 +317,25 @@ def test_nan_and_infinity_are_not_json(server: EmbeddedApiServer) -> None:
                            headers={"Content-Type": "application/json"}, timeout=10)
     assert answer.status_code == 400 and "invalid character 'N'" in answer.json()["message"]
     assert server.get_object("v1", "configmaps", "default", "nan") is None
+
+
+def test_a_bad_comparison_is_refused_with_every_field_named(http: requests.Session) -> None:
+    """A check's compare: an unknown test and a confidence outside (0, 1) are one 422 naming both fields;
+    nothing is stored."""
+    checks = [{'name': 'accuracy', 'preset': 'online-accuracy',
+               'compare': {'test': 't-test', 'confidence': 1.5, 'direction': 'decrease'}}]
+    body = release(analysis={'prometheus': {'url': 'http://prometheus:9090'}, 'checks': checks})
+    response = _send(http, 'POST', RELEASES, body)
+    assert response.status_code == 422, response.text
+    fields = {field for _, field, _ in _causes(response)}
+    assert {'spec.analysis.checks[0].compare.test', 'spec.analysis.checks[0].compare.confidence'} <= fields
+    assert 'supported values: "mann-whitney", "proportions"' in response.json()['message']
+    assert http.get(http.base_url + RELEASES + '/r1').status_code == 404  # type: ignore[attr-defined]
+    checks[0]['compare'] = {'test': 'proportions', 'confidence': 0.99, 'direction': 'decrease', 'dryRun': True}
+    response = _send(http, 'POST', RELEASES, body, field_validation='Strict')
+    assert response.status_code == 400
+    assert 'unknown field "spec.analysis.checks[0].compare.dryRun"' in response.json()['message']
+    checks[0]['compare'].pop('dryRun')
+    checks[0]['dryRun'] = True
+    assert _send(http, 'POST', RELEASES, body, field_validation='Strict').status_code == 201
+    assert _stored(http, RELEASES + '/r1')['spec']['analysis']['checks'][0]['dryRun'] is True

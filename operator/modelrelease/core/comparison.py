@@ -1,0 +1,172 @@
+"""The statistical comparison of a canary with the stable: one check, one run, one verdict.
+
+Two tests, both one-sided in the check's direction (two-sided for ``either``):
+- mann-whitney: the canary's samples against the stable's (scipy's Mann-Whitney U); the effect is the
+  relative difference of the medians, (canary - stable) / stable.
+- proportions: two rates of events among trials (a pooled two-proportion z-test); the effect is the
+  difference of the rates in points, canary - stable.
+
+A run fails the check only when the test is significant *and* the effect is at least ``minEffect`` in
+the regression's direction: a tiny, certain difference is no regression. A run passes only once the
+samples could have shown a ``minEffect`` regression (80% power at this run's alpha); before that it is
+Inconclusive and says how many canary samples are needed.
+
+The confidence holds for a canary version, not for one run: runs repeat the test on growing evidence,
+so run k may spend only ``(1 - confidence) * 6 / (pi^2 k^2)`` of the error budget (the terms sum to
+1 - confidence). A canary equal to the stable therefore fails with probability below 1 - confidence
+however many runs it gets, the price being that later runs need a little more evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+from modelrelease.api.compare import CompareSpec
+from modelrelease.api.status import ComparisonRecord, Verdict
+
+POWER = 0.8
+"""The chance a pass must have had of seeing a minEffect regression."""
+_MAX_NEEDED = 10_000_000
+_MIN_TRIALS = 10
+_MIN_SAMPLES = 5
+"""Fewest samples per track a U test is run on: consecutive scrapes of one pod are not independent, so
+an exact p-value from two or three of them would claim more than they show."""
+_ARE = math.pi / 3  # Mann-Whitney's asymptotic relative efficiency cost against the t-test
+
+
+@dataclass(frozen=True)
+class ComparisonVerdict:
+    verdict: Verdict
+    reason: str
+    record: ComparisonRecord
+    canary_center: float | None = None
+    """The canary's median (mann-whitney) or rate (proportions)."""
+    stable_center: float | None = None
+
+
+def alpha_for_run(confidence: float, run: int) -> float:
+    """The share of ``1 - confidence`` that run ``run`` (1-based) of a canary version may spend."""
+    return (1.0 - confidence) * 6.0 / (math.pi**2 * max(run, 1) ** 2)
+
+
+def relative_effect(canary: float, stable: float) -> float:
+    if stable == 0:
+        return 0.0 if canary == 0 else math.copysign(math.inf, canary)
+    return (canary - stable) / abs(stable)
+
+
+def _z_alpha(alpha: float, direction: str) -> float:
+    return float(stats.norm.isf(alpha / 2 if direction == "either" else alpha))
+
+
+def _regresses(effect: float, spec: CompareSpec) -> bool:
+    if spec.direction == "increase":
+        return effect >= spec.effect_floor
+    if spec.direction == "decrease":
+        return effect <= -spec.effect_floor
+    return abs(effect) >= spec.effect_floor
+
+
+def _needed_canary(variance_term: float, ratio: float, delta: float, z: float) -> int:
+    """Canary samples for ``POWER`` to see ``delta``, the stable keeping ``ratio`` samples per canary one."""
+    if delta <= 0 or not math.isfinite(delta):
+        return 0
+    n = (z + float(stats.norm.isf(1 - POWER))) ** 2 * variance_term * (1 + 1 / ratio) / delta**2
+    return min(_MAX_NEEDED, math.ceil(n))
+
+
+def _fewest_for_significance(alpha: float, direction: str, ratio: float) -> int:
+    """The fewest canary samples with which the U test could be significant at all (total separation)."""
+    sided = alpha / 2 if direction == "either" else alpha
+    for n in range(_MIN_SAMPLES, 200):
+        m = max(1, round(n * ratio))
+        if 1 / math.comb(n + m, n) < sided:
+            return n
+    return 200
+
+
+def _waiting(spec: CompareSpec, canary: int, stable: int, needed: int, why: str) -> str:
+    return (f"{why}: {canary} canary and {stable} stable samples, need {needed} canary samples for "
+            f"confidence {spec.confidence:g} and minEffect {spec.effect_floor:g}")
+
+
+def _finish(spec: CompareSpec, record: ComparisonRecord, p_value: float, effect: float, n_canary: int,
+            needed: int, centers: tuple[float, float]) -> ComparisonVerdict:
+    direction = {"increase": "higher", "decrease": "lower", "either": "different"}[spec.direction]
+    shown = f"{effect * 100:+.2g} points" if spec.test == "proportions" else f"{effect:+.1%}"
+    found = f"canary {direction} than stable by {shown} (p={p_value:.2g}, alpha {record.alpha:.2g})"
+    if p_value < record.alpha and _regresses(effect, spec):
+        return ComparisonVerdict("Fail", found, record, *centers)
+    if n_canary < needed:
+        why = "no regression seen yet" if p_value >= record.alpha else "a difference below minEffect so far"
+        return ComparisonVerdict("Inconclusive", _waiting(spec, n_canary, record.stable_samples, needed, why),
+                                 record, *centers)
+    return ComparisonVerdict("Pass", f"no regression of minEffect {spec.effect_floor:g} or more: effect {shown}, "
+                             f"p={p_value:.2g}", record, *centers)
+
+
+def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence[float], run: int
+                    ) -> ComparisonVerdict:
+    """Judge the canary's samples against the stable's with a Mann-Whitney U test."""
+    c = [float(v) for v in canary if math.isfinite(v)]
+    s = [float(v) for v in stable if math.isfinite(v)]
+    alpha = alpha_for_run(spec.confidence, run)
+    record = ComparisonRecord(test=spec.test, alpha=alpha, canary_samples=len(c), stable_samples=len(s))
+    ratio = len(s) / len(c) if c and s else 1.0
+    fewest = _fewest_for_significance(alpha, spec.direction, ratio)
+    if len(c) < fewest or len(s) < _MIN_SAMPLES:
+        record = record.model_copy(update={"needed_samples": fewest})
+        return ComparisonVerdict("Inconclusive", _waiting(spec, len(c), len(s), fewest, "waiting for samples"),
+                                 record)
+    alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[spec.direction]
+    result = stats.mannwhitneyu(c, s, alternative=alternative)
+    p_value = float(result.pvalue) if math.isfinite(result.pvalue) else 1.0  # all values tied: no evidence
+    median_c, median_s = float(stats.scoreatpercentile(c, 50)), float(stats.scoreatpercentile(s, 50))
+    effect = relative_effect(median_c, median_s)
+    spread = statistics.stdev(s)
+    needed = max(fewest, _needed_canary(_ARE * spread**2, ratio, spec.effect_floor * abs(median_s),
+                                        _z_alpha(alpha, spec.direction)))
+    record = record.model_copy(update={"statistic": float(result.statistic), "p_value": p_value,
+                                       "effect": _finite_or_none(effect), "needed_samples": needed})
+    return _finish(spec, record, p_value, effect, len(c), needed, (median_c, median_s))
+
+
+def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: float, stable_rate: float,
+                        stable_trials: float, run: int) -> ComparisonVerdict:
+    """Judge two rates (events / trials, each between 0 and 1) with a pooled two-proportion z-test."""
+    n1, n2 = max(0, round(canary_trials)), max(0, round(stable_trials))
+    alpha = alpha_for_run(spec.confidence, run)
+    record = ComparisonRecord(test=spec.test, alpha=alpha, canary_samples=n1, stable_samples=n2)
+    if n1 < _MIN_TRIALS or n2 < _MIN_TRIALS:
+        record = record.model_copy(update={"needed_samples": _MIN_TRIALS})
+        return ComparisonVerdict("Inconclusive", _waiting(spec, n1, n2, _MIN_TRIALS, "waiting for traffic"), record)
+    p1, p2 = min(max(canary_rate, 0.0), 1.0), min(max(stable_rate, 0.0), 1.0)
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = (p1 - p2) / spread if spread > 0 else 0.0
+    p_value = _p_value(z, spec.direction)
+    effect = p1 - p2
+    delta = spec.effect_floor
+    shifted = min(1.0, p2 + delta) if spec.direction != "decrease" else max(0.0, p2 - delta)
+    variance = (shifted * (1 - shifted) + p2 * (1 - p2) * (n1 / n2)) / (1 + n1 / n2)
+    needed = max(_MIN_TRIALS, _needed_canary(variance, n2 / n1, delta, _z_alpha(alpha, spec.direction)))
+    record = record.model_copy(update={"statistic": z, "p_value": p_value, "effect": _finite_or_none(effect),
+                                       "needed_samples": needed})
+    return _finish(spec, record, p_value, effect, n1, needed, (p1, p2))
+
+
+def _p_value(z: float, direction: str) -> float:
+    if direction == "increase":
+        return float(stats.norm.sf(z))
+    if direction == "decrease":
+        return float(stats.norm.cdf(z))
+    return float(2 * stats.norm.sf(abs(z)))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
