@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("argocd-cm", help="print the argocd-cm entries: the ModelRelease health check and actions")
     commands.add_parser("local", help="the embedded default: local up | down | demo (see `modelrelease local -h`)",
                         add_help=False)
+    commands.add_parser("backtest", help="replay a release's analysis against Prometheus history "
+                        "(see `modelrelease backtest -h`)", add_help=False)
     return parser
 
 
@@ -78,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelrelease_local.__main__ import main as local_main
 
         return local_main(argv[1:])
+    if argv[:1] == ["backtest"]:
+        # Its own parser, and rich and matplotlib, which the operator itself never loads.
+        from modelrelease.backtest.main import main as backtest_main
+
+        return backtest_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)

@@ -1,10 +1,12 @@
 """
 A live terminal view of a release on the embedded default (rich).
 
-It shows the stage and phase, the canary weight, each analysis check's value against its bound,
-the stages with their versions and gates, training progress read from the trainers' logs, and the
-traffic each track received. :func:`render` builds one frame from plain data, so that it can be
-tested (and printed) without a terminal; :class:`LiveView` refreshes it in place.
+It shows the stage and phase, the canary weight, the last run's score, each analysis check's value
+against its bound and, for a check that compares, the p-value against the run's alpha, the effect and
+the samples (dry-run checks greyed: they never decide a run), the stages with their versions and
+gates, training progress read from the trainers' logs, and the traffic each track received.
+:func:`render` builds one frame from plain data, so that it can be tested (and printed) without a
+terminal; :class:`LiveView` refreshes it in place.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich.text import Text
 from modelrelease_local.executor import TrainingProgress
 from modelrelease_local.traffic import TrafficStats
 
-__all__ = ["LiveView", "render"]
+__all__ = ["LiveView", "check_label", "comparison_cells", "render", "score_text"]
 
 _VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow", "Error": "magenta",
                   "Skipped": "dim"}
@@ -32,6 +34,46 @@ _PHASE_STYLE = {"Released": "bold green", "RolledBack": "bold red", "Failed": "b
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
+def _float(value: Any) -> float | None:
+    """The value when it is a number (JSON's true is not), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def comparison_cells(comparison: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """A check's comparison as (p-value against alpha, effect, samples); dashes for a check without one.
+    The effect is relative for mann-whitney (+3.1%) and in points of the rate for proportions (-2 pts)."""
+    if not comparison:
+        return "-", "-", "-"
+    p_value, alpha = _float(comparison.get("pValue")), _float(comparison.get("alpha"))
+    if p_value is None:
+        shown = "not tested" + (f" (alpha {alpha:.2g})" if alpha is not None else "")
+    elif alpha is None:
+        shown = f"{p_value:.2g}"
+    else:
+        shown = f"{p_value:.2g} {'<' if p_value < alpha else '>='} alpha {alpha:.2g}"
+    effect = _float(comparison.get("effect"))
+    if effect is None:
+        effect_text = "-"
+    elif comparison.get("test") == "proportions":
+        effect_text = f"{effect * 100:+.2g} pts"
+    else:
+        effect_text = f"{effect:+.1%}"
+    samples = f"{comparison.get('canarySamples', 0)}/{comparison.get('stableSamples', 0)}"
+    needed = comparison.get("neededSamples")
+    return shown, effect_text, samples + (f", need {needed}" if needed else "")
+
+
+def check_label(check: Mapping[str, Any]) -> str:
+    """The check's name, marked when it is a dry run (recorded, never deciding)."""
+    return f"{check.get('name', '')} (dry run)" if check.get("dryRun") else str(check.get("name", ""))
+
+
+def score_text(analysis: Mapping[str, Any]) -> str | None:
+    """The last run's score (0 to 100), or None when it has none."""
+    score = _float(analysis.get("score"))
+    return f"{score:.0f}/100" if score is not None else None
 
 
 def _header(release: Mapping[str, Any], elapsed: float, ready: Mapping[str, int] | None) -> RenderableType:
@@ -53,15 +95,23 @@ def _header(release: Mapping[str, Any], elapsed: float, ready: Mapping[str, int]
 
 def _checks(release: Mapping[str, Any]) -> RenderableType:
     analysis = (release.get("status") or {}).get("analysis") or {}
-    table = Table(title=f"analysis: {analysis.get('runs', 0)} runs, {analysis.get('failures', 0)} failed",
-                  title_justify="left", expand=True)
-    for column in ("check", "verdict", "canary", "stable", "bound", "reason"):
+    score = score_text(analysis)
+    title = f"analysis: {analysis.get('runs', 0)} runs, {analysis.get('failures', 0)} failed"
+    table = Table(title=title + (f", score {score}" if score else ""), title_justify="left", expand=True)
+    checks = analysis.get("checks") or []
+    compares = any(check.get("comparison") for check in checks)
+    columns = ("check", "verdict", "canary", "stable", "bound") + (("p-value", "effect", "samples") if compares
+                                                                   else ()) + ("reason",)
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for check in analysis.get("checks") or []:
+    for check in checks:
         verdict = check.get("verdict", "")
-        table.add_row(check.get("name", ""), Text(verdict, style=_VERDICT_STYLE.get(verdict, "")),
-                      _number(check.get("value")), _number(check.get("stableValue")), check.get("bound", ""),
-                      check.get("reason", ""))
+        # A dry-run check is greyed as a whole: its verdict is shown but never counts.
+        verdict_style = "dim" if check.get("dryRun") else _VERDICT_STYLE.get(verdict, "")
+        figures = comparison_cells(check.get("comparison")) if compares else ()
+        table.add_row(check_label(check), Text(verdict, style=verdict_style), _number(check.get("value")),
+                      _number(check.get("stableValue")), check.get("bound", ""), *figures, check.get("reason", ""),
+                      style="dim" if check.get("dryRun") else None)
     return table
 
 

@@ -171,7 +171,7 @@ def _variables(since_minutes: float | None = 3) -> ReleaseVariables:
     return ReleaseVariables("rel", "prod", "digits", "v2", "v1", timedelta(seconds=30), now=NOW, canary_since=since)
 
 
-def test_mann_whitney_asks_ranges_from_the_canary_start_at_a_quarter_interval():
+def test_mann_whitney_asks_ranges_from_the_canary_start_one_sample_per_interval():
     check = AnalysisCheck.model_validate({"name": "p99", "preset": "latency-p99",
                                           "compare": {"test": "mann-whitney", "direction": "increase"}})
     [item] = build_request([check], _variables(3)).checks
@@ -180,7 +180,7 @@ def test_mann_whitney_asks_ranges_from_the_canary_start_at_a_quarter_interval():
     for ask in asks:
         assert ask.window is not None
         assert ask.window.end == NOW and ask.window.start == NOW - timedelta(minutes=3)
-        assert ask.window.step_seconds == 7.5
+        assert ask.window.step_seconds == 30
         assert "[30s]" in ask.promql  # the rate's range stays the interval
     assert 'track="canary"' in asks[0].promql and 'version="v1"' in asks[1].promql
 

@@ -27,7 +27,7 @@ def test_a_compared_regression_rolls_back_naming_the_check_and_its_p_value():
     world.run_until({"RolledBack"})
     failure = world.status.failure
     assert failure.reason == "AnalysisFailed" and failure.check == "accuracy"
-    assert "canary lower than stable by -5 points" in failure.message and "p=" in failure.message
+    assert "canary lower than stable by 5 points" in failure.message and "p=" in failure.message
     [record] = [c for c in world.status.analysis.checks if c.name == "accuracy"]
     assert record.comparison is not None and record.comparison.p_value < record.comparison.alpha
 

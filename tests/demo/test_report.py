@@ -76,7 +76,8 @@ def test_the_report_has_a_png_chart_the_final_release_and_the_timeline(tmp_path:
     timeline = json.loads(files['timeline'].read_text())
     assert [t['stage'] for t in timeline] == ['warmup', 'grow', 'grow', 'grow', 'full', 'full']
     assert timeline[-1]['checks'][0] == {'name': 'error-rate', 'verdict': 'Fail', 'value': 0.5,
-                                         'stable_value': None, 'bound': '<= 0.02', 'reason': ''}
+                                         'stable_value': None, 'bound': '<= 0.02', 'reason': '',
+                                         'dry_run': False, 'comparison': None}
 
 
 def test_relative_checks_are_charted_as_ratios() -> None:

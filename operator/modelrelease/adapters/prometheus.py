@@ -8,6 +8,9 @@ Every answer becomes a ``QueryResult`` of one of three kinds, because analysis t
   several series where one is expected. Several series are never reduced to one by picking: that would
   judge an arbitrary pod. Nothing an answer holds can make the classification raise.
 
+A range query (``query_range``, for a statistical comparison) answers samples instead of a value: every
+finite value of every series at every step (``prometheus_ranges``), with the same errors.
+
 Queries go through a plain ``requests`` session (the transport prometheus-api-client uses) rather than
 ``PrometheusConnect.custom_query``, because that method drops the HTTP status, Prometheus' own error
 text and the result type, which are exactly what the classification needs. Retries are off: analysis
@@ -33,6 +36,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import InsecureRequestWarning, ReadTimeoutError
 
 from modelrelease.adapters.prometheus_answers import (
+    DataClassifier,
     ErrorKind,
     QueryResult,
     classify_data,
@@ -42,13 +46,20 @@ from modelrelease.adapters.prometheus_answers import (
     json_or_none,
     shorten,
 )
+from modelrelease.adapters.prometheus_ranges import (
+    MAX_RANGE_SERIES,
+    classify_range_data,
+    range_problem,
+    seconds_of,
+)
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import PrometheusSpec
 
 __all__ = [
-    "MAX_ANSWER_BYTES", "ErrorKind", "MetricsProvider", "PrometheusConnection", "PrometheusProvider", "QueryResult",
-    "classify_data", "classify_response", "connection_from_spec", "connection_from_spec_async", "format_labels",
-    "is_ready", "request_reload",
+    "MAX_ANSWER_BYTES", "MAX_RANGE_SERIES", "ErrorKind", "MetricsProvider", "PrometheusConnection",
+    "PrometheusProvider", "QueryResult", "RangeMetricsProvider", "classify_data", "classify_range_data",
+    "classify_response", "connection_from_spec", "connection_from_spec_async", "format_labels", "is_ready",
+    "request_reload",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +74,14 @@ class MetricsProvider(Protocol):
     """Anything that answers an instant PromQL query; tests and the runtime may pass a fake."""
 
     def query(self, promql: str) -> QueryResult: ...
+
+
+class RangeMetricsProvider(MetricsProvider, Protocol):
+    """Also answers range queries: the samples of a statistical comparison."""
+
+    def query_range(
+        self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float
+    ) -> QueryResult: ...
 
 
 @dataclass(frozen=True)
@@ -191,22 +210,38 @@ class PrometheusProvider:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def at(self, time: float | datetime) -> MetricsProvider:
+    def at(self, time: float | datetime) -> RangeMetricsProvider:
         """A view of this provider that evaluates every query at a fixed time (history, replays)."""
         return _AtTime(self, time)
 
     def query(self, promql: str, time: float | datetime | None = None) -> QueryResult:
         """Evaluate ``promql`` now (or at ``time``) and classify the answer."""
+        params = {"query": promql}
+        if time is not None:
+            params["time"] = f"{seconds_of(time):.3f}"
+        return self._get("api/v1/query", params, classify_data)
+
+    def query_range(
+        self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float
+    ) -> QueryResult:
+        """Evaluate ``promql`` at every ``step_seconds`` from ``start`` to ``end``; the answer's samples are
+        every finite value of every series (``QueryResult.samples``; none is zero samples, not an error)."""
+        first, last = seconds_of(start), seconds_of(end)
+        problem = range_problem(first, last, step_seconds)
+        if problem is not None:
+            return QueryResult.failed("rejected", problem)
+        params = {"query": promql, "start": f"{first:.3f}", "end": f"{last:.3f}", "step": f"{step_seconds:.3f}"}
+        return self._get("api/v1/query_range", params, classify_range_data)
+
+    def _get(self, path: str, params: dict[str, str], classify: DataClassifier) -> QueryResult:
+        """One GET of the query API within the connection's timeout, its answer classified."""
         timeout = self.connection.timeout_seconds
         # Plain seconds: Prometheus reads "0.5" but not "0.5s" (its durations take no fractions).
-        params = {"query": promql, "timeout": f"{timeout:.3f}"}
-        if time is not None:
-            params["time"] = f"{time.timestamp() if isinstance(time, datetime) else time:.3f}"
+        params = {**params, "timeout": f"{timeout:.3f}"}
         deadline = monotonic() + timeout
         try:
             response = self._session.get(
-                _endpoint(self.url, "api/v1/query"), params=params, timeout=timeout, verify=self._verify,
-                stream=True,
+                _endpoint(self.url, path), params=params, timeout=timeout, verify=self._verify, stream=True,
             )
         except requests.RequestException as exc:
             return _transport_failure(exc, self.url, timeout)
@@ -223,7 +258,7 @@ class PrometheusProvider:
                 return QueryResult.failed(
                     "unreachable", f"Prometheus at {self.url} broke off its answer ({_root_cause(exc)})")
         return classify_response(response.status_code, json_or_none(payload), decode_text(payload, response.encoding),
-                                 retry_after=response.headers.get("Retry-After"))
+                                 retry_after=response.headers.get("Retry-After"), classify=classify)
 
 
 class _PastDeadline(Exception):
@@ -280,6 +315,12 @@ class _AtTime:
 
     def query(self, promql: str) -> QueryResult:
         return self.provider.query(promql, time=self.time)
+
+    def query_range(
+        self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float
+    ) -> QueryResult:
+        # A range carries its own times; the view's time is for instant queries only.
+        return self.provider.query_range(promql, start, end, step_seconds)
 
 
 def _endpoint(base: str, path: str) -> str:

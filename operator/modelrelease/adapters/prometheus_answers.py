@@ -1,7 +1,9 @@
-"""What one answer from Prometheus' /api/v1/query means: a number, no data, or an error in words.
+"""What one answer from Prometheus' query API means: a number (or samples), no data, or an error in words.
 
 Pure: an HTTP status, the parsed body and its text in, a ``QueryResult`` out, so every answer a server
 could send is classified here and unit-tested without one. Nothing in an answer can make it raise.
+/api/v1/query answers one number (``classify_data``); /api/v1/query_range answers samples
+(``classify_range_data``, in ``prometheus_ranges``); both share the HTTP handling of ``classify_response``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,7 +38,8 @@ class QueryResult(Reading):
 
     @property
     def has_data(self) -> bool:
-        return self.value is not None
+        """A value, or at least one sample of a range."""
+        return self.value is not None or bool(self.samples)
 
     @property
     def connection_failed(self) -> bool:
@@ -63,8 +66,14 @@ def shorten(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
-def classify_response(status: int, body: Any, text: str = "", retry_after: str | None = None) -> QueryResult:
-    """Turn an HTTP answer from /api/v1/query into a QueryResult (kept pure for unit tests)."""
+DataClassifier = Callable[[Any, Any], QueryResult]
+"""What a successful answer's data means: (resultType, result) in, a QueryResult out."""
+
+
+def classify_response(status: int, body: Any, text: str = "", retry_after: str | None = None,
+                      classify: DataClassifier | None = None) -> QueryResult:
+    """Turn an HTTP answer from the query API into a QueryResult (kept pure for unit tests). The data of a
+    successful answer goes to ``classify``: by default ``classify_data``, one number of an instant query."""
     prometheus_error = body.get("error") if isinstance(body, dict) else None
     detail = shorten(str(prometheus_error)) if prometheus_error else _describe_text(text)
     if status in (401, 403):
@@ -87,7 +96,7 @@ def classify_response(status: int, body: Any, text: str = "", retry_after: str |
     if not isinstance(data, dict):
         return QueryResult.failed(
             "shape", "the answer from Prometheus has no data object; is prometheus.url Prometheus?")
-    return classify_data(data.get("resultType"), data.get("result"))
+    return (classify or classify_data)(data.get("resultType"), data.get("result"))
 
 
 def _describe_text(text: str) -> str:
@@ -136,19 +145,28 @@ def _kind(value: Any) -> str:
     return "missing" if value is None else f"a JSON {type(value).__name__}"
 
 
-def _number(sample: Any) -> QueryResult:
-    """A [time, "value"] pair. Prometheus writes the value as a string, "NaN", "+Inf" and "-Inf" included;
-    a JSON number is read too, but nothing else (true is not 1)."""
+def sample_value(sample: Any) -> float | None:
+    """The number of a [time, "value"] pair, NaN and ±Inf included, or None when it is not one.
+    Prometheus writes the value as a string, "NaN", "+Inf" and "-Inf" included; a JSON number is read
+    too, but nothing else (true is not 1)."""
     raw = sample[1] if isinstance(sample, list) and len(sample) == 2 else None
-    value: float | None = None
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         try:
-            value = float(raw)
-        except ValueError:
-            value = None
+            return float(raw)
+        except (ValueError, OverflowError):  # OverflowError: a JSON integer too large for a float
+            return None
+    return None
+
+
+def unreadable_sample(sample: Any) -> QueryResult:
+    shown = shorten(repr(sample))[:120]
+    return QueryResult.failed("shape", f'unreadable sample {shown}: expected [time, "number"]')
+
+
+def _number(sample: Any) -> QueryResult:
+    value = sample_value(sample)
     if value is None:
-        shown = shorten(repr(sample))[:120]
-        return QueryResult.failed("shape", f'unreadable sample {shown}: expected [time, "number"]')
+        return unreadable_sample(sample)
     if math.isnan(value):
         return QueryResult.no_data("NaN")
     if math.isinf(value):
@@ -157,7 +175,7 @@ def _number(sample: Any) -> QueryResult:
 
 
 def _several_series(result: list[Any]) -> str:
-    shown = ", ".join(format_labels(_labels_of(series)) for series in result[:_MAX_LISTED_SERIES])
+    shown = ", ".join(format_labels(labels_of(series)) for series in result[:_MAX_LISTED_SERIES])
     more = f" and {len(result) - _MAX_LISTED_SERIES} more" if len(result) > _MAX_LISTED_SERIES else ""
     return (
         f"the query returns {len(result)} series where one is expected: {shown}{more}; "
@@ -165,7 +183,7 @@ def _several_series(result: list[Any]) -> str:
     )
 
 
-def _labels_of(series: Any) -> Mapping[str, str]:
+def labels_of(series: Any) -> Mapping[str, str]:
     labels = series.get("metric") if isinstance(series, dict) else None
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 

@@ -44,8 +44,9 @@ class CompareSpec(WireModel):
     """How far back the samples reach, a Go duration of at least the analysis interval; never before the
     canary version started serving. Default 10m."""
     step: Duration | None = None
-    """mann-whitney: the resolution of the range query, a Go duration; default the analysis interval
-    divided by 4, at least 1s."""
+    """mann-whitney: the resolution of the range query, a Go duration; default the analysis interval.
+    Samples closer than the range of the query's rate() share data and overstate the evidence: for more
+    samples, return one series per pod (e.g. sum by (le, pod) (...)) rather than a shorter step."""
 
 
     @property

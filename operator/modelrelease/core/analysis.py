@@ -13,6 +13,7 @@ Semantics (per canary version):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -97,16 +98,18 @@ def _usable(value: float | None) -> bool:
 
 
 def judge(
-    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool = True, run: int = 1
+    check: AnalysisCheck, measured: Measurement, min_sample_count: int, stable_serving: bool = True, run: int = 1,
+    comparisons: int = 1,
 ) -> CheckRecord:
     """Judge one check in the ``run``-th run (1-based) of a canary version. ``stable_serving`` is False at
     weight 100, when the stable track has no pods: relative bounds and comparisons then have nothing to
-    compare with and are skipped (absolute bounds still apply)."""
+    compare with and are skipped (absolute bounds still apply). ``comparisons``: the deciding
+    comparisons of the run (``deciding_comparisons``), which share the run's error budget."""
     parts = []
     if bounds_of(check).any:
         parts.append(_judge_bounds(check, measured, min_sample_count, stable_serving))
     if check.compare is not None:
-        parts.append(_judge_comparison(check, measured, stable_serving, run))
+        parts.append(_judge_comparison(check, measured, stable_serving, run, comparisons))
     record = parts[0] if len(parts) == 1 else _combine(parts)
     return record.model_copy(update={"dry_run": True}) if check.dry_run else record
 
@@ -120,7 +123,13 @@ def _combine(parts: list[CheckRecord]) -> CheckRecord:
         comparison=compared.comparison))
 
 
-def _judge_comparison(check: AnalysisCheck, measured: Measurement, stable_serving: bool, run: int) -> CheckRecord:
+def deciding_comparisons(checks: Sequence[AnalysisCheck]) -> int:
+    """How many of the checks compare and decide (dry runs spend none of the error budget)."""
+    return sum(1 for c in checks if c.compare is not None and not c.dry_run)
+
+
+def _judge_comparison(check: AnalysisCheck, measured: Measurement, stable_serving: bool, run: int,
+                      comparisons: int) -> CheckRecord:
     compare = check.compare
     assert compare is not None
     record = dict(name=check.name, bound=f"compare {compare.test} {compare.direction}")
@@ -136,9 +145,10 @@ def _judge_comparison(check: AnalysisCheck, measured: Measurement, stable_servin
             missing = "canary" if not _usable(found.canary_rate) else "stable"
             return CheckRecord(verdict="Inconclusive", reason=f"no data for the {missing} rate", **record)
         verdict = comparison.compare_proportions(compare, float(found.canary_rate), found.canary_trials,  # type: ignore[arg-type]
-                                                 float(found.stable_rate), found.stable_trials, run)  # type: ignore[arg-type]
+                                                 float(found.stable_rate), found.stable_trials, run,  # type: ignore[arg-type]
+                                                 comparisons)
     else:
-        verdict = comparison.compare_samples(compare, found.canary_samples, found.stable_samples, run)
+        verdict = comparison.compare_samples(compare, found.canary_samples, found.stable_samples, run, comparisons)
     return CheckRecord(verdict=verdict.verdict, reason=verdict.reason, value=verdict.canary_center,
                        stable_value=verdict.stable_center, comparison=verdict.record, **record)
 

@@ -3,8 +3,8 @@
 Two tests, both one-sided in the check's direction (two-sided for ``either``):
 - mann-whitney: the canary's samples against the stable's (scipy's Mann-Whitney U); the effect is the
   relative difference of the medians, (canary - stable) / stable.
-- proportions: two rates of events among trials (a pooled two-proportion z-test); the effect is the
-  difference of the rates in points, canary - stable.
+- proportions: two rates of events among trials (Fisher's exact test; z of the pooled two-proportion
+  test is reported as the statistic); the effect is the difference of the rates in points.
 
 A run fails the check only when the test is significant *and* the effect is at least ``minEffect`` in
 the regression's direction: a tiny, certain difference is no regression. A run passes only once the
@@ -13,8 +13,9 @@ Inconclusive and says how many canary samples are needed.
 
 The confidence holds for a canary version, not for one run: runs repeat the test on growing evidence,
 so run k may spend only ``(1 - confidence) * 6 / (pi^2 k^2)`` of the error budget (the terms sum to
-1 - confidence). A canary equal to the stable therefore fails with probability below 1 - confidence
-however many runs it gets, the price being that later runs need a little more evidence.
+1 - confidence), shared equally by the run's deciding comparisons. A canary equal to the stable
+therefore fails with probability below 1 - confidence however many runs and checks it gets, the price
+being that later runs need a little more evidence.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ class ComparisonVerdict:
     stable_center: float | None = None
 
 
-def alpha_for_run(confidence: float, run: int) -> float:
-    """The share of ``1 - confidence`` that run ``run`` (1-based) of a canary version may spend."""
-    return (1.0 - confidence) * 6.0 / (math.pi**2 * max(run, 1) ** 2)
+def alpha_for_run(confidence: float, run: int, comparisons: int = 1) -> float:
+    """The share of ``1 - confidence`` that run ``run`` (1-based) of a canary version may spend on one of
+    the run's ``comparisons`` deciding comparisons (each gets an equal part, so the budget holds for the
+    release, not per check)."""
+    return (1.0 - confidence) * 6.0 / (math.pi**2 * max(run, 1) ** 2) / max(comparisons, 1)
 
 
 def relative_effect(canary: float, stable: float) -> float:
@@ -98,8 +101,9 @@ def _waiting(spec: CompareSpec, canary: int, stable: int, needed: int, why: str)
 def _finish(spec: CompareSpec, record: ComparisonRecord, p_value: float, effect: float, n_canary: int,
             needed: int, centers: tuple[float, float]) -> ComparisonVerdict:
     direction = {"increase": "higher", "decrease": "lower", "either": "different"}[spec.direction]
-    shown = f"{effect * 100:+.2g} points" if spec.test == "proportions" else f"{effect:+.1%}"
-    found = f"canary {direction} than stable by {shown} (p={p_value:.2g}, alpha {record.alpha:.2g})"
+    size = f"{abs(effect) * 100:.2g} points" if spec.test == "proportions" else f"{abs(effect):.1%}"
+    shown = size if effect >= 0 else f"-{size}"
+    found = f"canary {direction} than stable by {size} (p={p_value:.2g}, alpha {record.alpha:.2g})"
     if p_value < record.alpha and _regresses(effect, spec):
         return ComparisonVerdict("Fail", found, record, *centers)
     if n_canary < needed:
@@ -110,12 +114,12 @@ def _finish(spec: CompareSpec, record: ComparisonRecord, p_value: float, effect:
                              f"p={p_value:.2g}", record, *centers)
 
 
-def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence[float], run: int
-                    ) -> ComparisonVerdict:
+def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence[float], run: int,
+                    comparisons: int = 1) -> ComparisonVerdict:
     """Judge the canary's samples against the stable's with a Mann-Whitney U test."""
     c = [float(v) for v in canary if math.isfinite(v)]
     s = [float(v) for v in stable if math.isfinite(v)]
-    alpha = alpha_for_run(spec.confidence, run)
+    alpha = alpha_for_run(spec.confidence, run, comparisons)
     record = ComparisonRecord(test=spec.test, alpha=alpha, canary_samples=len(c), stable_samples=len(s))
     ratio = len(s) / len(c) if c and s else 1.0
     fewest = _fewest_for_significance(alpha, spec.direction, ratio)
@@ -137,10 +141,11 @@ def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence
 
 
 def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: float, stable_rate: float,
-                        stable_trials: float, run: int) -> ComparisonVerdict:
-    """Judge two rates (events / trials, each between 0 and 1) with a pooled two-proportion z-test."""
+                        stable_trials: float, run: int, comparisons: int = 1) -> ComparisonVerdict:
+    """Judge two rates (events / trials, each between 0 and 1): Fisher's exact test for the p-value (a
+    z-test claims too much when only a handful of events are expected), z as the statistic."""
     n1, n2 = max(0, round(canary_trials)), max(0, round(stable_trials))
-    alpha = alpha_for_run(spec.confidence, run)
+    alpha = alpha_for_run(spec.confidence, run, comparisons)
     record = ComparisonRecord(test=spec.test, alpha=alpha, canary_samples=n1, stable_samples=n2)
     if n1 < _MIN_TRIALS or n2 < _MIN_TRIALS:
         record = record.model_copy(update={"needed_samples": _MIN_TRIALS})
@@ -149,7 +154,10 @@ def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: fl
     pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
     spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     z = (p1 - p2) / spread if spread > 0 else 0.0
-    p_value = _p_value(z, spec.direction)
+    events1, events2 = round(p1 * n1), round(p2 * n2)
+    alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[spec.direction]
+    exact = stats.fisher_exact([[events1, n1 - events1], [events2, n2 - events2]], alternative=alternative)
+    p_value = float(exact.pvalue) if math.isfinite(exact.pvalue) else 1.0
     effect = p1 - p2
     delta = spec.effect_floor
     shifted = min(1.0, p2 + delta) if spec.direction != "decrease" else max(0.0, p2 - delta)
@@ -158,14 +166,6 @@ def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: fl
     record = record.model_copy(update={"statistic": z, "p_value": p_value, "effect": _finite_or_none(effect),
                                        "needed_samples": needed})
     return _finish(spec, record, p_value, effect, n1, needed, (p1, p2))
-
-
-def _p_value(z: float, direction: str) -> float:
-    if direction == "increase":
-        return float(stats.norm.sf(z))
-    if direction == "decrease":
-        return float(stats.norm.cdf(z))
-    return float(2 * stats.norm.sf(abs(z)))
 
 
 def _finite_or_none(value: float) -> float | None:

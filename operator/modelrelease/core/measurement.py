@@ -182,8 +182,10 @@ def _render_comparison(check: AnalysisCheck, queries: CheckQueries, variables: R
         return tuple(asks)
     if variables.now is None:
         raise ValueError(f"check {check.name}: a mann-whitney comparison needs the time of the run")
+    # By default one sample per interval and series: a query's rate() covers one interval, so samples
+    # closer together share data, and a U test on overlapping samples claims more certainty than it has.
     step = (parse_duration(check.compare.step).total_seconds() if check.compare.step
-            else max(1.0, variables.interval.total_seconds() / 4))
+            else max(1.0, variables.interval.total_seconds()))
     span = RangeWindow(variables.now - window, variables.now, step)
     return tuple(Ask(f"compare-{track}", render(queries.query, variables.values(track, version)), span)  # type: ignore[arg-type]
                  for track, version in tracks)

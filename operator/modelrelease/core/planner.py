@@ -140,7 +140,7 @@ def _judge_analysis(draft: Draft, run: AnalysisRun) -> bool:
     checks = {c.name: c for c in spec.checks}
     results = [
         analysis.judge(checks[m.check], m, spec.min_sample_count, run.request.stable_serving,
-                       run=draft.status.analysis.runs + 1)
+                       run=draft.status.analysis.runs + 1, comparisons=analysis.deciding_comparisons(spec.checks))
         for m in run.measurements()
         if m.check in checks
     ]
