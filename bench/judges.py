@@ -10,16 +10,17 @@ requests per interval), and scrape gaps (10% of scrapes missing, and the canary 
 Every seed of every history is one ``model`` label in one TSDB, written as OpenMetrics, imported by
 promtool and served by one real Prometheus. Each series is read once, as a range
 (``PrometheusProvider.query_range``) whose steps are the moments a judge reads: the end of each
-interval, or each scrape for the latency samples.
+interval (the latency histogram is read as one labelled matrix per track).
 
 Judges, each interval by interval, rolling back at its first decision to:
 - threshold: the operator today: the presets error-rate (max 0.05), latency-p99 (maxRatio 1.2) and
   online-accuracy (minRatio 0.95), judged by ``core.analysis.judge`` and counted by ``tally`` with
   failureLimit 0;
 - statistical: the operator's comparison (``core.comparison``), confidence 0.99, run k = interval k:
-  Mann-Whitney on per-scrape p99 latencies since the canary started (increase), and two-proportion
-  tests on the error rate (increase) and the accuracy (decrease, minEffect 0.03), counted since the
-  canary started; a Fail of any rolls back;
+  Mann-Whitney on every request's latency from the histogram's buckets over the 10m window
+  (``samples: histogram``, increase), and Fisher's exact tests on the error rate (increase) and the
+  accuracy (decrease, minEffect 0.03), counted since the canary started; the three share each run's
+  error budget; a Fail of any rolls back;
 - flagger-like and argo-rollouts-like: bench/judges_rivals.py.
 Pauses (inconclusive or erroring runs waiting for a person) are not modelled: every judge sees all 30
 intervals and only rollbacks count.
@@ -39,9 +40,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the histories and rivals beside this file
 
@@ -55,9 +58,8 @@ from modelrelease.api.compare import CompareSpec
 from modelrelease.api.spec import AnalysisSpec
 from modelrelease.api.status import AnalysisRecord
 from modelrelease.core.analysis import judge, tally
-from modelrelease.core.comparison import ComparisonVerdict, compare_proportions, compare_samples
+from modelrelease.core.comparison import ComparisonVerdict, compare_histograms, compare_proportions
 from modelrelease.core.measurement import AnalysisRun, MeasurementRequest, Reading, ReleaseVariables, build_request
-from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import render
 from modelrelease_local.prometheus import PrometheusProcess, create_blocks_from_openmetrics
 
@@ -68,13 +70,16 @@ THRESHOLD_SPEC = AnalysisSpec.model_validate({
     "checks": [{"name": "errors", "preset": "error-rate"}, {"name": "latency", "preset": "latency-p99"},
                {"name": "accuracy", "preset": "online-accuracy"}],
 })
-LATENCY_COMPARE = CompareSpec.model_validate({"test": "mann-whitney", "direction": "increase", "confidence": 0.99})
+LATENCY_COMPARE = CompareSpec.model_validate(
+    {"test": "mann-whitney", "direction": "increase", "confidence": 0.99, "samples": "histogram"})
+WINDOW_INTERVALS = 10
+"""The comparisons' window, the operator's default of 10m, in intervals."""
+
 ERRORS_COMPARE = CompareSpec.model_validate({"test": "proportions", "direction": "increase", "confidence": 0.99})
 ACCURACY_COMPARE = CompareSpec.model_validate(
     {"test": "proportions", "direction": "decrease", "confidence": 0.99, "minEffect": 0.03})
-SCRAPE_WINDOW = timedelta(seconds=20)
-"""The rate() range of the per-scrape p99: a little over one scrape, so each sees exactly two scrapes."""
 _SELECTOR = 'model="{{ model }}",version="{{ version }}",track="{{ track }}"'
+BUCKET_TOTALS = f"sum by (le) (modelserver_request_duration_seconds_bucket{{{_SELECTOR}}})"
 TOTALS = {  # counted since the canary started: every counter starts with it
     "requests": f"sum(modelserver_requests_total{{{_SELECTOR}}})",
     "errors": f'sum(modelserver_requests_total{{{_SELECTOR},code=~"5.."}})',
@@ -116,6 +121,26 @@ class Reader:
             raise BenchError(f"{query}: {len(samples)} values for {expected} steps; the query must be one series")
         return [None if v == EMPTY else math.nan if v == NOT_A_NUMBER else v for v in samples]
 
+    def buckets(self, query: str) -> list[list[tuple[float, float]]]:
+        """A histogram's (le, count) at each interval's end. The adapter's range answer keeps no labels,
+        so the bench reads this one matrix itself; a missing value carries the counter's last one."""
+        first, last = h.T0 + h.INTERVAL, h.T0 + h.STEPS * h.SCRAPE
+        answer = requests.get(f"{self.provider.url}/api/v1/query_range", timeout=30, params={
+            "query": query, "start": first, "end": last, "step": h.INTERVAL}).json()
+        self.queries += 1
+        if answer.get("status") != "success":
+            raise BenchError(f"{query}: {answer.get('error')}")
+        steps = list(range(first, last + 1, h.INTERVAL))
+        per_step: list[list[tuple[float, float]]] = [[] for _ in steps]
+        for series in answer["data"]["result"]:
+            le = float(series["metric"]["le"])
+            values = {int(float(t)): float(v) for t, v in series["values"]}
+            count = 0.0
+            for index, at in enumerate(steps):
+                count = values.get(at, count)
+                per_step[index].append((le, count))
+        return per_step
+
 
 @dataclass(frozen=True)
 class ModelReads:
@@ -124,10 +149,10 @@ class ModelReads:
     request: MeasurementRequest
     bound: dict[str, list[Value]]
     """The threshold judge's queries at each interval's end, by PromQL."""
-    p99: dict[str, list[Value]]
-    """Per-scrape p99 latency at every scrape, by track."""
     totals: dict[tuple[str, str], list[Value]]
     """(total name, track) -> the count since the canary started, at each interval's end."""
+    buckets: dict[str, list[list[tuple[float, float]]]]
+    """track -> at each interval's end, the latency histogram's cumulative (le, count) since the canary started."""
 
 
 def read_model(reader: Reader, model: str) -> ModelReads:
@@ -139,14 +164,12 @@ def read_model(reader: Reader, model: str) -> ModelReads:
         for ask in item.queries.by_role():
             if ask.promql not in bound:
                 bound[ask.promql] = reader.series(ask.promql, h.T0 + h.INTERVAL, h.INTERVAL)
-    per_scrape = replace(variables, interval=SCRAPE_WINDOW)
-    p99 = {track: reader.series(render(PRESETS["latency-p99"].query, per_scrape.values(track, version)),
-                                h.T0 + h.SCRAPE, h.SCRAPE)
-           for track, version in h.VERSIONS.items()}
     totals = {(name, track): reader.series(render(template, variables.values(track, version)),
                                            h.T0 + h.INTERVAL, h.INTERVAL)
               for name, template in TOTALS.items() for track, version in h.VERSIONS.items()}
-    return ModelReads(request, bound, p99, totals)
+    buckets = {track: reader.buckets(render(BUCKET_TOTALS, variables.values(track, version)))
+               for track, version in h.VERSIONS.items()}
+    return ModelReads(request, bound, totals, buckets)
 
 
 def _reading(value: Value) -> Reading:
@@ -188,13 +211,20 @@ COMPARISONS = 3
 """The statistical judge's deciding comparisons, which share each run's error budget as in the operator."""
 
 
+def _window(cumulative: list[list[tuple[float, float]]], run: int) -> list[tuple[float, float]]:
+    """The histogram's counts over the window ending at interval ``run``, as increase() over it reads them."""
+    now = cumulative[run - 1]
+    if run <= WINDOW_INTERVALS:
+        return now
+    before = dict(cumulative[run - 1 - WINDOW_INTERVALS])
+    return [(le, count - before.get(le, 0.0)) for le, count in now]
+
+
 def statistical_judge(reads: ModelReads) -> int | None:
     """The operator's comparisons, confidence 0.99, run k at interval k: the interval of the first Fail."""
-    per_interval = h.INTERVAL // h.SCRAPE
     for run in range(1, h.INTERVALS + 1):
-        canary, stable = ([v for v in reads.p99[track][:run * per_interval] if v is not None and math.isfinite(v)]
-                          for track in ("canary", "stable"))
-        verdicts = (compare_samples(LATENCY_COMPARE, canary, stable, run, COMPARISONS),
+        canary, stable = (_window(reads.buckets[track], run) for track in ("canary", "stable"))
+        verdicts = (compare_histograms(LATENCY_COMPARE, canary, stable, run, COMPARISONS),
                     _proportions(ERRORS_COMPARE, reads, "errors", "requests", run),
                     _proportions(ACCURACY_COMPARE, reads, "correct", "feedback", run))
         if any(v.verdict == "Fail" for v in verdicts):

@@ -14,7 +14,14 @@ from modelrelease.api.spec import AnalysisCheck, AnalysisSpec
 from modelrelease.api.status import AnalysisRecord
 from modelrelease.core import analysis
 from modelrelease.core.analysis import ComparisonInput, Measurement
-from modelrelease.core.comparison import alpha_for_run, compare_proportions, compare_samples
+from modelrelease.core.comparison import (
+    MAX_HISTOGRAM_SAMPLES,
+    alpha_for_run,
+    compare_histograms,
+    compare_proportions,
+    compare_samples,
+    histogram_samples,
+)
 from modelrelease.core.measurement import Reading, ReleaseVariables, build_request, measurement_of
 
 LATENCY = CompareSpec(test="mann-whitney", direction="increase", minEffect=0.2)
@@ -248,3 +255,60 @@ def test_a_window_shorter_than_the_interval_is_refused():
     with pytest.raises(ValidationError, match=r"compare\.window \(30s\) is shorter than the interval"):
         AnalysisSpec.model_validate({"prometheus": {"url": "http://p:9090"}, "interval": "1m", "checks": [
             {"name": "acc", "preset": "online-accuracy", "compare": {"test": "proportions", "window": "30s"}}]})
+
+
+# Samples from a histogram's buckets: one per observation.
+
+def test_a_histogram_becomes_one_sample_per_observation_at_its_bucket_bound():
+    buckets = [(0.01, 3.0), (0.05, 5.2), (0.1, 4.9), (math.inf, 7.0)]
+    # 3 under 10 ms, 2 more under 50 ms (5.2 rounds), none from a dip, 2 above the last bound.
+    assert histogram_samples(buckets) == [0.01] * 3 + [0.05] * 2 + [0.1] * 2
+    assert histogram_samples([]) == []
+
+
+def test_a_huge_histogram_is_scaled_down_keeping_its_shape():
+    samples = histogram_samples([(0.01, 300_000.0), (0.02, 400_000.0), (math.inf, 400_000.0)])
+    assert len(samples) == pytest.approx(MAX_HISTOGRAM_SAMPLES, abs=2)
+    assert samples.count(0.01) == pytest.approx(3 * samples.count(0.02), rel=0.01)
+
+
+def _latency_histogram(scale: float, requests: int, seed: int) -> list[tuple[float, float]]:
+    bounds = (0.005, 0.01, 0.015, 0.025, 0.04, 0.05, 0.075, 0.1, 0.15, math.inf)
+    observed = np.random.default_rng(seed).lognormal(math.log(0.02 * scale), 0.3, requests)
+    return [(b, float((observed <= b).sum())) for b in bounds]
+
+
+def test_histogram_comparisons_see_a_doubled_latency_at_once_and_pass_equal_traffic():
+    spec = CompareSpec(test="mann-whitney", direction="increase", samples="histogram")
+    slow = compare_histograms(spec, _latency_histogram(2, 300, 1), _latency_histogram(1, 2700, 2), run=1,
+                              comparisons=3)
+    assert slow.verdict == "Fail" and slow.record.canary_samples == 300
+    fails = sum(compare_histograms(spec, _latency_histogram(1, 300, s), _latency_histogram(1, 2700, s + 99),
+                                   run=1, comparisons=3).verdict == "Fail" for s in range(100))
+    assert fails == 0
+
+
+def test_histogram_samples_ask_bucket_counts_over_the_window():
+    check = AnalysisCheck.model_validate({"name": "p99", "preset": "latency-p99",
+                                          "compare": {"test": "mann-whitney", "samples": "histogram"}})
+    [item] = build_request([check], _variables(3)).checks
+    asks = item.queries.by_role()
+    assert [(a.role, a.buckets, a.window) for a in asks] == [("compare-canary", True, None),
+                                                             ("compare-stable", True, None)]
+    assert all(a.promql.startswith("sum by (le) (increase(") and "[180s]" in a.promql for a in asks)
+    measured = measurement_of("p99", {"compare-canary": Reading(buckets=((0.1, 2.0),)),
+                                      "compare-stable": Reading(buckets=((0.1, 5.0),))})
+    assert measured.comparison == ComparisonInput(canary_buckets=((0.1, 2.0),), stable_buckets=((0.1, 5.0),))
+
+
+@pytest.mark.parametrize(("check", "fragment"), [
+    ({"preset": "error-rate", "compare": {"test": "mann-whitney", "samples": "histogram"}},
+     "preset error-rate reads no histogram"),
+    ({"query": 'sum(rate(x{track="{{ track }}"}[{{ interval }}]))',
+      "compare": {"test": "mann-whitney", "samples": "histogram"}}, "bucket counts by le"),
+    ({"preset": "online-accuracy", "compare": {"test": "proportions", "samples": "histogram"}},
+     "histogram is for test mann-whitney"),
+])
+def test_histogram_samples_need_a_histogram(check, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        AnalysisCheck.model_validate({"name": "c", **check})

@@ -182,3 +182,28 @@ def test_the_comparison_is_not_judged_without_a_serving_stable(provider: Prometh
 
     assert [r.verdict for r in records] == ["Skipped", "Skipped"]
     assert all(r.comparison is None for r in records)
+
+
+HISTOGRAM = AnalysisCheck.model_validate({
+    "name": "latency-histogram", "preset": "latency-p99",
+    "compare": {"test": "mann-whitney", "direction": "increase", "samples": "histogram"}})
+
+
+def judge_histogram(provider: PrometheusProvider, model: str, now: int) -> CheckRecord:
+    request = build_request([HISTOGRAM], variables(model, now))
+    [measured] = read_run(provider.at(now), request).measurements()
+    return analysis.judge(HISTOGRAM, measured, MIN_SAMPLE_COUNT, request.stable_serving, run=1, comparisons=2)
+
+
+def test_on_the_histogram_every_request_is_a_sample_and_one_interval_decides(provider: PrometheusProvider) -> None:
+    # One interval after the canary started: one p99 per track is far too little for a U test, but the
+    # requests the buckets counted are plenty.
+    one_interval = data.CANARY_SINCE + data.INTERVAL_SECONDS
+    slow = judge_histogram(provider, "regression", one_interval)
+    assert slow.verdict == "Fail", slow.reason
+    assert slow.comparison is not None and slow.comparison.canary_samples > 20
+    assert slow.comparison.effect is not None and slow.comparison.effect > 0.5
+    assert judge_histogram(provider, "equal", one_interval).verdict != "Fail"
+    assert judge_histogram(provider, "equal", data.NOW).verdict == "Pass"
+    trickle = judge_histogram(provider, "trickle", data.NOW)
+    assert trickle.verdict == "Inconclusive" and "need" in trickle.reason

@@ -46,6 +46,7 @@ from modelrelease.adapters.prometheus_answers import (
     json_or_none,
     shorten,
 )
+from modelrelease.adapters.prometheus_buckets import classify_buckets_data
 from modelrelease.adapters.prometheus_ranges import (
     MAX_RANGE_SERIES,
     classify_range_data,
@@ -77,11 +78,13 @@ class MetricsProvider(Protocol):
 
 
 class RangeMetricsProvider(MetricsProvider, Protocol):
-    """Also answers range queries: the samples of a statistical comparison."""
+    """Also answers range and bucket queries: the samples of a statistical comparison."""
 
     def query_range(
         self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float
     ) -> QueryResult: ...
+
+    def query_buckets(self, promql: str) -> QueryResult: ...
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,13 @@ class PrometheusProvider:
             params["time"] = f"{seconds_of(time):.3f}"
         return self._get("api/v1/query", params, classify_data)
 
+    def query_buckets(self, promql: str, time: float | datetime | None = None) -> QueryResult:
+        """Evaluate a histogram's bucket counts by le now (or at ``time``): ``QueryResult.buckets``."""
+        params = {"query": promql}
+        if time is not None:
+            params["time"] = f"{seconds_of(time):.3f}"
+        return self._get("api/v1/query", params, classify_buckets_data)
+
     def query_range(
         self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float
     ) -> QueryResult:
@@ -315,6 +325,9 @@ class _AtTime:
 
     def query(self, promql: str) -> QueryResult:
         return self.provider.query(promql, time=self.time)
+
+    def query_buckets(self, promql: str) -> QueryResult:
+        return self.provider.query_buckets(promql, time=self.time)
 
     def query_range(
         self, promql: str, start: float | datetime, end: float | datetime, step_seconds: float

@@ -38,8 +38,8 @@ class QueryResult(Reading):
 
     @property
     def has_data(self) -> bool:
-        """A value, or at least one sample of a range."""
-        return self.value is not None or bool(self.samples)
+        """A value, at least one sample of a range, or a bucket."""
+        return self.value is not None or bool(self.samples) or bool(self.buckets)
 
     @property
     def connection_failed(self) -> bool:

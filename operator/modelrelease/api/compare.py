@@ -27,7 +27,7 @@ class CompareSpec(WireModel):
     series at every step is one sample (per pod or per scrape); the canary's samples are compared with
     the stable's by a Mann-Whitney U test. proportions: the check's query is a rate (events / trials,
     between 0 and 1) and its sample query counts the trials, both over the window ({{ interval }} is the
-    window); the two rates are compared by a two-proportion z-test."""
+    window); the two rates are compared by Fisher's exact test."""
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.99
     """How sure the comparison must be of a regression to fail the check, above 0 and below 1, over all
     runs of one canary version (each run spends part of 1 - confidence; see docs/analysis.md).
@@ -43,6 +43,12 @@ class CompareSpec(WireModel):
     window: Duration = "10m"
     """How far back the samples reach, a Go duration of at least the analysis interval; never before the
     canary version started serving. Default 10m."""
+    samples: Literal["values", "histogram"] = "values"
+    """mann-whitney: what a sample is. values: every value of the query's range (see step). histogram:
+    every observation of a histogram over the window, at its bucket's upper bound; the check's query (or
+    its preset's bucket query: latency-p99, confidence) returns the buckets' counts by le, e.g.
+    sum by (le) (increase(x_bucket{track="{{ track }}"}[{{ interval }}])) with {{ interval }} the window.
+    Default values."""
     step: Duration | None = None
     """mann-whitney: the resolution of the range query, a Go duration; default the analysis interval.
     Samples closer than the range of the query's rate() share data and overstate the evidence: for more
@@ -85,9 +91,19 @@ def sample_query_problem(query: str) -> str | None:
     return "the query selects no metric (no series name or {…} selector), so it yields no samples to compare"
 
 
-def compare_problem(compare: CompareSpec, query: str, sample_query: str | None) -> str | None:
+def compare_problem(compare: CompareSpec, query: str, sample_query: str | None, preset: str | None = None,
+                    buckets_query: str | None = None) -> str | None:
     """Why a check's queries cannot feed its comparison, or None. ``query`` and ``sample_query`` are the
-    check's own or its preset's templates."""
+    check's own or its preset's templates; ``buckets_query`` the preset's bucket query, if any."""
+    if compare.samples == "histogram":
+        if compare.test != "mann-whitney":
+            return "compare.samples histogram is for test mann-whitney; proportions compare rates of counts"
+        if preset is not None and buckets_query is None:
+            return (f"compare.samples histogram: preset {preset} reads no histogram; use it with latency-p99 or "
+                    "confidence, or give a query returning bucket counts by le")
+        if preset is None and "le" not in query:
+            return ("compare.samples histogram: the query must return a histogram's bucket counts by le, e.g. "
+                    "sum by (le) (increase(x_bucket{track=\"{{ track }}\"}[{{ interval }}]))")
     if compare.test == "proportions" and not sample_query:
         return ("compare.test proportions needs the trials counted: set sampleQuery (e.g. "
                 "sum(increase(requests_total{track=\"{{ track }}\"}[{{ interval }}]))) or use a preset")

@@ -349,7 +349,8 @@ class AnalysisCheck(WireModel):
             preset = PRESETS[self.preset] if self.preset is not None else None
             query = self.query if preset is None else preset.query
             sample_query = self.sample_query or (preset.sample_query if preset is not None else None)
-            problem = compare_problem(self.compare, query or "", sample_query)
+            problem = compare_problem(self.compare, query or "", sample_query, self.preset,
+                                      preset.buckets_query if preset is not None else None)
             if problem:
                 raise ValueError(problem)
         if self.min is not None and self.max is not None and self.min > self.max:

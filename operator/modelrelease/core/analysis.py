@@ -39,6 +39,9 @@ class ComparisonInput:
     stable_rate: float | None = None
     canary_trials: float = 0.0
     stable_trials: float = 0.0
+    canary_buckets: tuple[tuple[float, float], ...] = ()
+    """(upper bound, cumulative count) per bucket (mann-whitney on a histogram)."""
+    stable_buckets: tuple[tuple[float, float], ...] = ()
     error: str | None = None
 
 
@@ -147,6 +150,9 @@ def _judge_comparison(check: AnalysisCheck, measured: Measurement, stable_servin
         verdict = comparison.compare_proportions(compare, float(found.canary_rate), found.canary_trials,  # type: ignore[arg-type]
                                                  float(found.stable_rate), found.stable_trials, run,  # type: ignore[arg-type]
                                                  comparisons)
+    elif compare.samples == "histogram":
+        verdict = comparison.compare_histograms(compare, found.canary_buckets, found.stable_buckets, run,
+                                                comparisons)
     else:
         verdict = comparison.compare_samples(compare, found.canary_samples, found.stable_samples, run, comparisons)
     return CheckRecord(verdict=verdict.verdict, reason=verdict.reason, value=verdict.canary_center,

@@ -140,6 +140,36 @@ def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence
     return _finish(spec, record, p_value, effect, len(c), needed, (median_c, median_s))
 
 
+MAX_HISTOGRAM_SAMPLES = 200_000
+"""The most samples a histogram is expanded into per track; beyond it the counts are scaled down alike
+(the shape is kept; the test then sees fewer samples than there were, erring towards Inconclusive)."""
+
+
+def histogram_samples(buckets: Sequence[tuple[float, float]]) -> list[float]:
+    """One sample per observation, at its bucket's upper bound (the +Inf bucket at the largest finite
+    one), from cumulative counts. increase() extrapolates, so counts are rounded and a bucket whose
+    cumulative count dips below the one before counts nothing."""
+    ordered = sorted((bound, count) for bound, count in buckets if math.isfinite(count))
+    finite = [bound for bound, _ in ordered if math.isfinite(bound)]
+    counts, previous = [], 0.0
+    for _, cumulative in ordered:
+        counts.append(max(0.0, cumulative - previous))
+        previous = max(previous, cumulative)
+    total = sum(counts)
+    scale = min(1.0, MAX_HISTOGRAM_SAMPLES / total) if total > 0 else 1.0
+    samples: list[float] = []
+    for (bound, _), count in zip(ordered, counts, strict=True):
+        value = bound if math.isfinite(bound) else (finite[-1] if finite else 0.0)
+        samples.extend([value] * round(count * scale))
+    return samples
+
+
+def compare_histograms(spec: CompareSpec, canary: Sequence[tuple[float, float]],
+                       stable: Sequence[tuple[float, float]], run: int, comparisons: int = 1) -> ComparisonVerdict:
+    """Judge two histograms by their observations: a Mann-Whitney U test of bucket bounds, ties and all."""
+    return compare_samples(spec, histogram_samples(canary), histogram_samples(stable), run, comparisons)
+
+
 def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: float, stable_rate: float,
                         stable_trials: float, run: int, comparisons: int = 1) -> ComparisonVerdict:
     """Judge two rates (events / trials, each between 0 and 1): Fisher's exact test for the p-value (a

@@ -41,6 +41,8 @@ class Reading:
     """Why there is no data, for people ("empty result", "NaN")."""
     samples: tuple[float, ...] | None = None
     """A range query's finite values, every series at every step (None for an instant query)."""
+    buckets: tuple[tuple[float, float], ...] | None = None
+    """A histogram's (upper bound, cumulative count) pairs by ``le``, ascending (a bucket query's answer)."""
 
     @classmethod
     def of(cls, value: float) -> Self:
@@ -106,15 +108,17 @@ class CheckQueries:
 
     query: str
     sample_query: str | None
+    buckets_query: str | None = None
+    """For a comparison on a histogram's buckets: the preset's bucket query, or the check's own query."""
 
 
 def queries_of(check: AnalysisCheck) -> CheckQueries:
     if check.preset is not None:
         preset = PRESETS[check.preset]
-        return CheckQueries(preset.query, check.sample_query or preset.sample_query)
+        return CheckQueries(preset.query, check.sample_query or preset.sample_query, preset.buckets_query)
     if check.query is None:
         raise ValueError(f"check {check.name} has neither a preset nor a query")
-    return CheckQueries(check.query, check.sample_query)
+    return CheckQueries(check.query, check.sample_query, check.query)
 
 
 @dataclass(frozen=True)
@@ -128,11 +132,13 @@ class RangeWindow:
 
 @dataclass(frozen=True)
 class Ask:
-    """One query of a run: an instant query, or a range query when ``window`` is set."""
+    """One query of a run: an instant query, a range query when ``window`` is set, or an instant query
+    for a histogram's buckets when ``buckets`` is set."""
 
     role: Role
     promql: str
     window: RangeWindow | None = None
+    buckets: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,13 @@ def _render_comparison(check: AnalysisCheck, queries: CheckQueries, variables: R
                      render(queries.sample_query, widened.values(track, version)))
                  for track, version in tracks]
         return tuple(asks)
+    if check.compare.samples == "histogram":
+        # Every observation the window saw is a sample: the buckets' increases over the window.
+        widened = replace(variables, interval=window)
+        template = queries.buckets_query
+        assert template is not None  # the spec's validation guarantees it
+        return tuple(Ask(f"compare-{track}", render(template, widened.values(track, version)), buckets=True)  # type: ignore[arg-type]
+                     for track, version in tracks)
     if variables.now is None:
         raise ValueError(f"check {check.name}: a mann-whitney comparison needs the time of the run")
     # By default one sample per interval and series: a query's rate() covers one interval, so samples
@@ -269,6 +282,8 @@ def comparison_of(readings: CheckReadings) -> ComparisonInput | None:
     canary, stable = asked.get("compare-canary"), asked.get("compare-stable")
     if canary is None or stable is None:
         return ComparisonInput(error="the comparison's queries were not all answered")
+    if canary.buckets is not None or stable.buckets is not None:
+        return ComparisonInput(canary_buckets=canary.buckets or (), stable_buckets=stable.buckets or ())
     if "compare-canary-trials" in asked:
         # A trial count that finds no series is no traffic (0), as for the sample query.
         trials = tuple(r.value if r.value is not None else 0.0

@@ -20,6 +20,8 @@ class Preset:
     max: float | None = None
     min_ratio: float | None = None
     max_ratio: float | None = None
+    buckets_query: str | None = None
+    """For a comparison with samples: histogram, the histogram's bucket counts by le over {{ interval }}."""
 
 
 _REQUESTS = f"modelserver_requests_total{{{_SELECTOR}}}"
@@ -43,6 +45,8 @@ PRESETS: dict[str, Preset] = {
         sample_query=f"sum(increase({_REQUESTS}[{{{{ interval }}}}]))",
         description="99th percentile predict latency in seconds, relative to stable",
         max_ratio=1.2,
+        buckets_query=(f"sum by (le) (increase(modelserver_request_duration_seconds_bucket{{{_SELECTOR}}}"
+                       "[{{ interval }}]))"),
     ),
     "confidence": Preset(
         query=(
@@ -52,6 +56,8 @@ PRESETS: dict[str, Preset] = {
         sample_query=f"sum(increase(modelserver_prediction_confidence_count{{{_SELECTOR}}}[{{{{ interval }}}}]))",
         description="mean top-class probability of predictions, relative to stable",
         min_ratio=0.95,
+        buckets_query=(f"sum by (le) (increase(modelserver_prediction_confidence_bucket{{{_SELECTOR}}}"
+                       "[{{ interval }}]))"),
     ),
     "online-accuracy": Preset(
         query=(

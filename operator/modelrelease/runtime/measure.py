@@ -38,6 +38,12 @@ class _Run:
         return result
 
     def _send(self, ask: Ask) -> QueryResult:
+        if ask.buckets:
+            query_buckets = getattr(self.provider, "query_buckets", None)
+            if query_buckets is None:
+                return QueryResult.failed("server", "this metrics provider answers no bucket queries")
+            buckets: QueryResult = query_buckets(ask.promql)
+            return buckets
         if ask.window is None:
             return self.provider.query(ask.promql)
         query_range = getattr(self.provider, "query_range", None)
