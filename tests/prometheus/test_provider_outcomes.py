@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,6 +23,7 @@ from modelrelease_local.ports import free_port
 from modelrelease_local.prometheus import PrometheusProcess
 from tests.prometheus.analysis_helpers import poll
 from tests.prometheus.conftest import Live
+from tests.prometheus.fake_http import FakeServer
 
 
 def provider(url: str, **options: object) -> PrometheusProvider:
@@ -94,36 +91,6 @@ def test_a_server_that_never_answers_is_a_timeout() -> None:
         result = provider(url, timeout_seconds=0.3).query("1")
     assert result.error_kind == "timeout" and result.connection_failed
     assert result.error == f"Prometheus at {url} did not answer within 0.3s"
-
-
-class FakeServer:
-    """Answers every request with a fixed status and body, and remembers the request headers."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.body: dict[str, Any] | bytes = {"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}}
-        self.headers: list[dict[str, str]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake.headers.append(dict(self.headers))
-                payload = json.dumps(fake.body).encode() if isinstance(fake.body, dict) else fake.body
-                self.send_response(fake.status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -7,12 +7,8 @@ holds are known exactly.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -27,6 +23,7 @@ from modelrelease.adapters.prometheus import (
 from modelrelease_local.ports import free_port
 from tests.prometheus import history_data
 from tests.prometheus.conftest import History
+from tests.prometheus.fake_http import FakeServer
 
 T0, STEP = history_data.T0, history_data.STEP
 
@@ -122,43 +119,14 @@ def test_http_errors_are_classified_as_for_instant_queries() -> None:
 # The provider against a server that shows what it was asked
 
 
-class RecordingServer:
-    """Answers every GET with one fixed JSON body and remembers the path and parameters asked for."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.asked: list[tuple[str, dict[str, list[str]]]] = []
-        recording = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                recording.asked.append((url.path, parse_qs(url.query)))
-                payload = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def recording() -> Iterator[RecordingServer]:
-    server = RecordingServer(answer(matrix([[1, "4"], [2, "NaN"]])))
+def recording() -> Iterator[FakeServer]:
+    server = FakeServer(answer(matrix([[1, "4"], [2, "NaN"]])))
     yield server
     server.close()
 
 
-def test_the_range_is_asked_of_the_range_endpoint_with_its_times(recording: RecordingServer) -> None:
+def test_the_range_is_asked_of_the_range_endpoint_with_its_times(recording: FakeServer) -> None:
     with PrometheusProvider(PrometheusConnection(recording.url, timeout_seconds=2.5)) as provider:
         result = provider.at(T0 + 999).query_range("latency", T0, T0 + 60, 15)
     assert result.samples == (4.0,)
@@ -180,7 +148,7 @@ def test_the_range_is_asked_of_the_range_endpoint_with_its_times(recording: Reco
     ],
 )
 def test_a_range_prometheus_would_refuse_is_not_sent(
-    recording: RecordingServer, start: float, end: float, step: float, message: str
+    recording: FakeServer, start: float, end: float, step: float, message: str
 ) -> None:
     with PrometheusProvider(PrometheusConnection(recording.url)) as provider:
         result = provider.query_range("latency", start, end, step)
