@@ -32,6 +32,7 @@ from modelrelease.runtime.cache import CachedCluster, Freshest, ReleaseKey, trim
 from modelrelease.runtime.leadership import LeaderElector, LeaseSettings
 from modelrelease.runtime.providers import prometheus_for
 from modelrelease.runtime.reconcile import reconcile_once
+from modelrelease.runtime.route import restore_route
 from modelrelease.runtime.telemetry import PassObserver
 
 RESYNC = 300.0
@@ -242,8 +243,19 @@ async def service_changed(*, namespace: str | None, labels: Mapping[str, str], u
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
-async def released_deleted(*, name: str, namespace: str | None, **_: Any) -> None:
-    # Children carry ownerReferences; the garbage collector removes them.
+async def released_deleted(*, name: str, namespace: str | None, spec: Any, **_: Any) -> None:
+    # Children carry ownerReferences; the garbage collector removes them. The HTTPRoute is the user's:
+    # it goes back to all traffic on the stable first, while the stable's pods still serve (the
+    # finalizer holds the release, and so its Deployments, until this handler succeeds; kopf retries).
+    routing = (spec or {}).get("serving", {}).get("trafficRouting")
+    if routing and namespace:
+        assert _cluster is not None, "the startup handler configures the API client"
+        try:
+            parsed = api.parse_spec(dict(spec))
+        except api.InvalidSpecError:
+            parsed = None  # an invalid spec never routed anything
+        if parsed is not None:
+            await asyncio.to_thread(restore_route, _cluster, parsed, namespace, name)
     key = (namespace or "", name)
     _wakeups.pop(key, None)
     _seen_release.pop(key, None)

@@ -5,11 +5,13 @@ What starts, in this order (and stops in the reverse order, also when a start fa
 
 1. a Prometheus server (its own config and data under the state directory) scraping every model
    server the runner has ready; the targets follow the runner's endpoint registry;
-2. the embedded Kubernetes API server with the ModelRelease CRD applied, and its Job and
+2. the embedded Kubernetes API server with the ModelRelease and the Gateway API HTTPRoute CRDs
+   applied, and its Job and
    Deployment controllers playing real processes: :class:`~.executor.ProcessJobExecutor` and
    :class:`~.runner.ProcessDeploymentRunner`; a kubeconfig for it in the state directory;
 3. the operator, ``python -m modelrelease run -A``, as a subprocess with that kubeconfig;
-4. the traffic generator, sending requests to every release's ready servers.
+4. the traffic generator, sending requests to every release's ready servers (through the release's
+   HTTPRoute when it has one).
 
 Everything lives in the state directory: ``kubeconfig``, ``api.sqlite`` (every API object, see
 :mod:`.persistence`), ``ports.json`` (the ports last used), ``artifacts/`` (models, and ``logs/`` of
@@ -50,6 +52,7 @@ from modelrelease.api.crd import build_crd
 from modelrelease_local.apiserver import EmbeddedApiServer
 from modelrelease_local.controllers import ControllerEmulator
 from modelrelease_local.executor import ProcessJobExecutor
+from modelrelease_local.gateway_crd import HTTPROUTE_API_VERSION, HTTPROUTE_PLURAL, build_httproute_crd
 from modelrelease_local.instance import StateClaim
 from modelrelease_local.ports import port_is_free
 from modelrelease_local.prometheus import PrometheusProcess, ScrapeTarget
@@ -73,6 +76,7 @@ class StackSettings:
     scrape_interval: float = 1.0
     traffic_rate: float = 20.0  # predict requests per second, per release
     feedback_share: float = 0.5
+    tester_share: float = 0.0  # the share of requests with the tester header (X-Canary: always)
     operator: bool = True
     traffic: bool = True
     operator_args: tuple[str, ...] = ("run", "-A")
@@ -210,7 +214,8 @@ class LocalStack:
             self._supervise("operator", lambda: self.operator, self._restart_operator)
         if self.settings.traffic:
             self.traffic = TrafficGenerator(self.runner.endpoints, rate=self.settings.traffic_rate,
-                                            feedback_share=self.settings.feedback_share)
+                                            feedback_share=self.settings.feedback_share,
+                                            routes=self.http_routes, tester_share=self.settings.tester_share)
             self._stops.append(("traffic", self.traffic.stop))
             self.traffic.start()
 
@@ -294,8 +299,11 @@ class LocalStack:
         return kubernetes.client.ApiClient(configuration)
 
     def _apply_crd(self) -> None:
-        """Create the CRD, or update it when the state directory has it from an earlier run."""
-        crd = build_crd()
+        """Create the CRDs, or update them when the state directory has them from an earlier run."""
+        for crd in (build_crd(), build_httproute_crd()):
+            self._apply_one_crd(crd)
+
+    def _apply_one_crd(self, crd: dict[str, Any]) -> None:
         with self.api_client() as client:
             extensions = kubernetes.client.ApiextensionsV1Api(client)
             try:
@@ -316,6 +324,10 @@ class LocalStack:
             created = kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, dict(manifest))
         return dict(created)  # type: ignore[call-overload]
+
+    def http_routes(self) -> list[dict[str, Any]]:
+        """Every HTTPRoute (read from the store directly: the traffic generator reads them each second)."""
+        return self.server.list_objects(HTTPROUTE_API_VERSION, HTTPROUTE_PLURAL)
 
     def get_release(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored ModelRelease (read from the store directly: cheap enough to poll every second)."""

@@ -263,6 +263,26 @@ def test_secrets_grant_is_optional_and_can_name_secrets(customised: Rendered):
                         "verbs": ["get"]}]
 
 
+def test_httproutes_are_granted_only_with_gateway_api_routing(default: Rendered, namespaced: Rendered):
+    routes = {"gateway.networking.k8s.io"}
+    # Off by default: no grant on any Gateway API kind (the default's exact rules are pinned above).
+    for rendered in (default, namespaced):
+        for role in rendered.of_kind("ClusterRole") + rendered.of_kind("Role"):
+            assert not any(routes & set(rule["apiGroups"]) for rule in rules_of(role))
+    enabled = {"trafficRouting": {"gatewayAPI": {"enabled": True}}}
+    cluster_wide = operator_cluster_role(render(enabled))
+    # Read and replace the user's route; never create, list, watch, patch or delete it.
+    assert grants(rules_of(cluster_wide)) - grants(rules_of(operator_cluster_role(default))) == {
+        ("gateway.networking.k8s.io", "httproutes", "get"), ("gateway.networking.k8s.io", "httproutes", "update")}
+    per_namespace = [role for role in render({**enabled, "watchNamespaces": WATCHED}).of_kind("Role")
+                     if role["metadata"]["name"] == "mro-model-release-operator"]
+    assert sorted(role["metadata"]["namespace"] for role in per_namespace) == WATCHED
+    for role in per_namespace:
+        assert ("gateway.networking.k8s.io", "httproutes", "update") in grants(rules_of(role))
+    with pytest.raises(HelmError, match="'/trafficRouting/gatewayAPI/enabled': got string, want boolean"):
+        render({"trafficRouting": {"gatewayAPI": {"enabled": "yes"}}})
+
+
 def test_no_rbac_objects_when_disabled():
     rendered = render({"rbac": {"create": False}})
     assert rendered.kinds == ["Deployment", "Service", "ServiceAccount"]

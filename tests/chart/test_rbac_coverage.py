@@ -213,6 +213,36 @@ def test_cluster_role_covers_every_request_of_the_operator(harness: Harness):
     assert not any(a.resource == "namespaces" for a in accesses)
 
 
+def test_httproute_rules_cover_a_routed_release_and_are_needed(harness: Harness):
+    """With trafficRouting.gatewayAPI.enabled, the grants cover a release routed by an HTTPRoute through
+    its steps, its promotion and its deletion (the route restored); without it, they would not."""
+    rendered = render({"health": {"port": free_port()}, "trafficRouting": {"gatewayAPI": {"enabled": True}}})
+    grants = grants_of(rendered.objects, (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"]))
+    harness.kill_operator()
+    harness.server.requests.reset()
+    start_operator_as_rendered(harness, rendered)
+    store = Store(harness)
+    store.create("gateway.networking.k8s.io/v1", "httproutes", "default", {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "digits-route"},
+        "spec": {"rules": [{"backendRefs": [{"name": "digits-stable", "port": 8501}]}]}})
+    spec = release_spec(harness.prometheus.url)
+    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"}}}
+    store.apply("default", "digits", spec)
+    store.wait_phase("default", "digits", "Released", harness)
+    store.delete("default", "digits")
+    wait_for(lambda: store.release("default", "digits") is None, "default/digits gone")
+    records = harness.server.requests.snapshot()
+
+    accesses, unused = check_coverage(records, grants)
+    report("cluster-wide, with Gateway API routing", accesses, grants, unused)
+    routes = {(a.verb, a.namespace) for a in accesses if a.group == "gateway.networking.k8s.io"}
+    assert routes == {("get", "default"), ("update", "default")}
+    without = grants_of(render({"health": {"port": free_port()}}).objects,
+                        (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"]))
+    with pytest.raises(AssertionError, match="httproutes"):
+        check_coverage(records, without)
+
+
 def test_roles_cover_every_request_in_namespaced_mode(harness: Harness):
     rendered = render({"watchNamespaces": ["default", "team-a"], "health": {"port": free_port()},
                        "metrics": {"port": free_port()},

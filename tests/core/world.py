@@ -25,9 +25,11 @@ from modelrelease.core.model import (
     JobObservation,
     Observations,
     Plan,
+    SetRoute,
 )
 from modelrelease.core.naming import serving_hash
 from modelrelease.core.planner import plan
+from modelrelease.core.route_state import RouteObservation, RouteState
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -112,6 +114,11 @@ class World:
     metrics: dict[str, Measurement] = field(default_factory=lambda: dict(HEALTHY))
     generation: int = 1
     annotations: dict[str, str] = field(default_factory=dict)
+    route: RouteObservation | None = None
+    """The HTTPRoute, played when the spec routes traffic: it does what the last SetRoute said."""
+    track_services: set[str] = field(default_factory=set)
+    route_writes: list[tuple[RouteState, dict[str, int]]] = field(default_factory=list)
+    """Each SetRoute with the canary's and stable's replicas at the moment it was applied."""
 
     @classmethod
     def of(cls, raw: dict[str, Any] | None = None, **kw: Any) -> World:
@@ -126,8 +133,12 @@ class World:
                 item.check: readings_of(self.metrics[item.check], [ask.role for ask in item.queries.by_role()])
                 for item in request.checks
             })
+        if self.spec.serving.traffic_routing is not None and self.route is None:
+            self.route = RouteObservation("digits-route", state=RouteState.stable_only())
         return Observations(jobs=dict(self.jobs), deployments=dict(self.deployments),
-                            service_exists=self.service, analysis=run)
+                            service_exists=self.service, analysis=run,
+                            route=self.route if self.spec.serving.traffic_routing is not None else None,
+                            track_services=frozenset(self.track_services))
 
     def step(self, measure: bool = True) -> Plan:
         result = plan(self.spec, self.status, self.observations(measure), self.now,
@@ -156,7 +167,14 @@ class World:
                 self.deployments[action.track] = DeploymentObservation(
                     action.track, version, action.replicas, ready, settings)
             elif isinstance(action, EnsureService):
-                self.service = True
+                if action.track is None:
+                    self.service = True
+                else:
+                    self.track_services.add(action.track)
+            elif isinstance(action, SetRoute):
+                assert self.route is not None and self.route.problem is None, "a route write on an unusable route"
+                self.route = RouteObservation(self.route.name, state=action.state)
+                self.route_writes.append((action.state, {t: d.replicas for t, d in self.deployments.items()}))
             elif isinstance(action, EmitEvent):
                 self.events.append(action)
         self.status = result.status

@@ -18,6 +18,7 @@ import pytest
 from modelrelease.api.crd import build_crd
 from modelrelease_local.apiserver import EmbeddedApiServer
 from modelrelease_local.controllers import ControllerEmulator
+from modelrelease_local.gateway_crd import build_httproute_crd
 from modelrelease_local.outcomes import ScriptedExecutor, ScriptedRollout
 from tests.core.world import base_spec
 from tests.operator.fakes import FakePrometheus, TrainingScript
@@ -139,9 +140,10 @@ def harness(tmp_path: pathlib.Path) -> Iterator[Harness]:
     harness = Harness(server, kubeconfig, prometheus, training, rollout, tmp_path)
     healthy(prometheus)
     try:
-        kubernetes.client.ApiextensionsV1Api(
-            kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
-        ).create_custom_resource_definition(build_crd())
+        extensions = kubernetes.client.ApiextensionsV1Api(
+            kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
+        extensions.create_custom_resource_definition(build_crd())
+        extensions.create_custom_resource_definition(build_httproute_crd())
         harness.start_operator()
         yield harness
     finally:
@@ -181,9 +183,10 @@ class FreshCluster:
             healthy(self._prometheus)
             kubeconfig = self._server.write_kubeconfig(self.directory / "kubeconfig")
             self.harness = Harness(self._server, kubeconfig, self._prometheus, training, rollout, self.directory)
-            kubernetes.client.ApiextensionsV1Api(
-                kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
-            ).create_custom_resource_definition(build_crd())
+            extensions = kubernetes.client.ApiextensionsV1Api(
+                kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
+            extensions.create_custom_resource_definition(build_crd())
+            extensions.create_custom_resource_definition(build_httproute_crd())
             self.harness.start_operator()
         except BaseException:
             self.__exit__(None, None, None)

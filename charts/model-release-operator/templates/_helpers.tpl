@@ -103,6 +103,14 @@ rule; tests/chart checks them against the requests of a real operator run).
   {{- end }}
   verbs: ["get"]
 {{- end }}
+{{- if .Values.trafficRouting.gatewayAPI.enabled }}
+# The users' HTTPRoutes named in spec.serving.trafficRouting.gatewayAPI: read, and replaced with the
+# resourceVersion read (update) to set the stable and canary weights, header rule and mirror. Never
+# created, listed, watched or deleted: the route is the user's.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "update"]
+{{- end }}
 {{- end -}}
 
 {{/* kopf's cluster-level observation: CRDs (to notice upgrades) and, when namespaces are listed, namespaces. */}}

@@ -1,5 +1,6 @@
 """The Kubernetes API, narrowed to what the operator does: list by label, create (adopting on 409),
-merge-patch, delete, and patch the status with optimistic concurrency.
+merge-patch, delete, patch the status with optimistic concurrency, and read and replace the user's
+HTTPRoute (Gateway API v1) with its resourceVersion.
 
 Only this module imports the kubernetes client. Objects travel as plain dicts (raw JSON), so the
 rest of the operator never sees client model classes.
@@ -65,6 +66,8 @@ class Cluster(Protocol):
     def patch_release_status(
         self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
     ) -> dict[str, Any]: ...
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def replace_http_route(self, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def configure_client() -> None:
@@ -82,6 +85,8 @@ _PATHS = {
     "Service": ("/api/v1", "services"),
     "ModelRelease": (f"/apis/{api.API_VERSION}", api.PLURAL),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    # The user's route, which the operator only reads and replaces (traffic routing).
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
 }
 
 
@@ -185,6 +190,28 @@ class KubernetesCluster:
             if landed is None:
                 raise
             return landed
+
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The HTTPRoute, or None when there is none (or no HTTPRoute kind at all: the Gateway API CRDs
+        are not installed, which the API server also answers 404)."""
+        try:
+            return self._call("GET", self._path("HTTPRoute", namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def replace_http_route(self, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the route as read and changed: its resourceVersion makes a concurrent edit (by the user or
+        another controller) answer 409, raised as ``Conflict``, so nobody's change is overwritten."""
+        if not (obj.get("metadata") or {}).get("resourceVersion"):
+            raise ValueError(f"HTTPRoute {namespace}/{name}: replace it from a read, with metadata.resourceVersion")
+        try:
+            return self._call("PUT", self._path("HTTPRoute", namespace, name), body=obj)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"HTTPRoute {namespace}/{name} changed since it was read") from exc
+            raise
 
     def _landed(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """The release, if it holds the status just sent although the write was not acknowledged

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from modelrelease.api.base import Duration, WireModel, dns_label, parse_duration
 from modelrelease.api.compare import CompareSpec, compare_problem
+from modelrelease.api.routing import CanaryScale, HeaderRoute, MirrorRoute, TrafficRouting, routing_problems
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import template_errors
 
@@ -207,6 +208,13 @@ class Step(WireModel):
     duration: Duration = "1m"
     """Minimum length of the step, a Go duration (30s, 5m, 1h30m); it ends only after an analysis run
     that passed within it. Default 1m."""
+    canary_scale: CanaryScale | None = None
+    """With trafficRouting: the canary's pods during this step, overriding serving.canaryScale."""
+    header_route: HeaderRoute | None = None
+    """With trafficRouting: requests carrying this header go to the canary, whatever the weight."""
+    mirror: MirrorRoute | None = None
+    """With trafficRouting: copy this share of requests to the canary and discard its answers (a shadow
+    step at weight 0 never answers users from the canary)."""
 
 
 class Stage(WireModel):
@@ -258,6 +266,13 @@ class ServingSpec(WireModel):
     """An optional pod template for the server; the operator injects MODEL_PATH, MODEL_VERSION,
     MODEL_NAME and RELEASE_TRACK into its first container, mounts the artifact volume read-only and a
     writable /tmp, adds its labels and hardens the pod and container security contexts."""
+    traffic_routing: TrafficRouting | None = None
+    """Route traffic by a Gateway API HTTPRoute: the canary gets the step's weight exactly, the stable keeps
+    all serving.replicas, and the canary has canaryScale pods. Default none: the canary's share of traffic
+    is its share of pods."""
+    canary_scale: CanaryScale | None = None
+    """With trafficRouting: the canary's pods; a step's canaryScale overrides it. Default
+    matchTrafficWeight."""
 
 
 class SecretKeyRef(WireModel):
@@ -465,8 +480,11 @@ class ModelReleaseSpec(WireModel):
                 "analysis.checks are required when a step has a weight below 100: "
                 "without them nothing judges the canary before it takes all traffic"
             )
+        problems = routing_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         partial = any(0 < w < 100 for w in weights)
-        if partial and self.serving.replicas < 2:
+        if partial and self.serving.replicas < 2 and self.serving.traffic_routing is None:
             raise ValueError(
                 "serving.replicas must be at least 2 when a step has a weight between 0 and 100: "
                 "the canary needs its own pod beside the stable one"

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from modelrelease.api.status import ModelReleaseStatus, ModelVersion
 from modelrelease.core.measurement import AnalysisRun
+from modelrelease.core.route_state import RouteObservation, RouteState
 
 Track = Literal["stable", "canary"]
 
@@ -46,6 +47,10 @@ class Observations:
     deployments: Mapping[str, DeploymentObservation] = field(default_factory=dict)
     service_exists: bool = False
     analysis: AnalysisRun | None = None
+    route: RouteObservation | None = None
+    """The HTTPRoute, with serving.trafficRouting; None without."""
+    track_services: frozenset[str] = frozenset()
+    """The tracks whose own Service exists (<release>-stable, <release>-canary), with traffic routing."""
     """This pass's analysis run (the core's request and the readings), or None when none was due."""
 
 
@@ -75,7 +80,16 @@ class ApplyDeployment:
 
 @dataclass(frozen=True)
 class EnsureService:
-    pass
+    """The release's Service over both tracks, or with ``track`` that track's own (traffic routing)."""
+
+    track: Track | None = None
+
+
+@dataclass(frozen=True)
+class SetRoute:
+    """Make the HTTPRoute do this: written before any canary pod is scaled down in the same plan."""
+
+    state: RouteState
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ class EmitEvent:
     message: str
 
 
-Action = CreateJob | DeleteJob | ApplyDeployment | EnsureService | EmitEvent
+Action = CreateJob | DeleteJob | ApplyDeployment | EnsureService | SetRoute | EmitEvent
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,8 @@ def version_name(stage: str, version_id: str) -> str:
 
 def uri_version_id(uri: str) -> str:
     return "uri:" + hashlib.sha256(uri.encode()).hexdigest()
+
+
+def track_service_name(release: str, track: str) -> str:
+    """The Service of one track, for traffic routing: <release>-stable or <release>-canary."""
+    return f"{release}-{track}"

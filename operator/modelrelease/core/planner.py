@@ -131,6 +131,9 @@ def _advance(draft: Draft) -> None:
     run = draft.observed.analysis
     if run is not None and draft.status.canary is not None and not _judge_analysis(draft, run):
         return
+    route = draft.observed.route
+    if route is not None and route.problem is not None and draft.status.canary is not None:
+        return  # no step ends while the route cannot carry its weight (condition RouteReady says why)
     stages.advance_stage(draft)
 
 

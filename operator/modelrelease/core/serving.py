@@ -11,13 +11,14 @@ from modelrelease.api.status import (
     FAILURE_PHASES,
     MOVING_REPLICAS_PHASES,
     TRAINED_STAGE_PHASES,
+    Condition,
     ModelVersion,
 )
-from modelrelease.core import canary
+from modelrelease.core import canary, routing
 from modelrelease.core.conditions import set_condition
 from modelrelease.core.draft import Draft
 from modelrelease.core.measurement import next_analysis_at
-from modelrelease.core.model import ApplyDeployment, EnsureService, Track
+from modelrelease.core.model import ApplyDeployment, EnsureService, SetRoute, Track
 from modelrelease.core.naming import serving_hash
 from modelrelease.core.stages import step_ends_at
 
@@ -35,6 +36,8 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
     total = draft.spec.serving.replicas
     if status.stable is None:
         return {}
+    if draft.spec.serving.traffic_routing is not None:
+        return _routed_serving(draft)
     if status.phase == "Promoting" and status.canary is not None:
         split = canary.handover(total, _stable_ready_at(draft, status.canary.id))
         # A promotion only moves forward: right after a scale patch the stable reports nothing ready
@@ -54,7 +57,39 @@ def desired_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
     return {"stable": (status.stable, split.stable), "canary": (None, split.canary)}
 
 
+def _routed_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]]:
+    """With traffic routing the route carries the split: the stable keeps every replica, the canary has
+    canaryScale pods, and a canary on its way out goes at once, in the pass that set the route to the
+    stable first (``converge_serving`` writes the route before any Deployment)."""
+    status, spec = draft.status, draft.spec
+    total = spec.serving.replicas
+    assert status.stable is not None
+    if status.phase == "Promoting" and status.canary is not None:
+        # The stable rolls to the new version at full scale; the canary serves until it has.
+        canary_seen = draft.observed.deployments.get("canary")
+        keep = 0 if routing.promoted_stable_ready(spec, status, draft.observed) else (
+            canary_seen.replicas if canary_seen else 0)
+        return {"stable": (status.canary, total), "canary": (None, keep)}
+    if status.canary is not None and status.phase not in CANARY_WITHDRAWN_PHASES:
+        return {"stable": (status.stable, total), "canary": (status.canary, routing.canary_pods(spec, status))}
+    return {"stable": (status.stable, total), "canary": (None, 0)}
+
+
+def _converge_route(draft: Draft) -> None:
+    """The track Services, then the route, ahead of any Deployment change of this pass."""
+    wanted = routing.desired_route(draft.spec, draft.status, draft.observed)
+    seen = draft.observed.route
+    if wanted is None or seen is None or draft.status.stable is None:
+        return
+    for track in ("stable", "canary"):
+        if track not in draft.observed.track_services:
+            draft.actions.append(EnsureService(track))  # type: ignore[arg-type]
+    if seen.problem is None and seen.state != wanted:
+        draft.actions.append(SetRoute(wanted))
+
+
 def converge_serving(draft: Draft) -> None:
+    _converge_route(draft)
     settings = serving_hash(draft.spec)
     applies: list[tuple[int, ApplyDeployment]] = []
     for track, (version, replicas) in desired_serving(draft).items():
@@ -111,10 +146,27 @@ def update_conditions(draft: Draft) -> None:
             "JobSucceeded" if ok else "JobFailed",
             f"stage {last.name}: job {last.job_name}" + ("" if ok else f": {last.message}"), now, gen,
         )
+    conditions = _route_condition(draft, conditions)
     if any(c.type == "InvalidSpec" for c in conditions):
         conditions = set_condition(conditions, "InvalidSpec", False, "Valid", "", now, gen)
     if conditions != status.conditions:
         draft.set(conditions=conditions)
+
+
+def _route_condition(draft: Draft, conditions: list[Condition]) -> list[Condition]:
+    """RouteReady, with traffic routing: whether the HTTPRoute can carry the release's weights. A Warning
+    Event marks the moment it stops being usable, not every pass while it stays so."""
+    route = draft.observed.route
+    if draft.spec.serving.traffic_routing is None or route is None:
+        return conditions
+    ok = route.problem is None
+    was = next((c for c in conditions if c.type == "RouteReady"), None)
+    updated = set_condition(conditions, "RouteReady", ok, "RouteAccepted" if ok else "RouteInvalid",
+                            f"HTTPRoute {route.name}" + ("" if ok else f": {route.problem}"), draft.now_iso,
+                            draft.generation)
+    if not ok and (was is None or was.status != "False"):
+        draft.event("RouteInvalid", f"HTTPRoute {route.name}: {route.problem}", "Warning")
+    return updated
 
 
 def requeue_after(draft: Draft) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import UNFINISHED_STAGE_PHASES, AnalysisRecord, ModelReleaseStatus, ModelVersion, Phase
+from modelrelease.core import routing
 from modelrelease.core.draft import Draft
 from modelrelease.core.gates import evaluate_gates
 from modelrelease.core.model import CreateJob, DeleteJob
@@ -239,6 +240,8 @@ def finish_promotion_when_done(draft: Draft) -> None:
     canary_seen = draft.observed.deployments.get("canary")
     if not done or (canary_seen is not None and canary_seen.replicas > 0):
         return
+    if not routing.route_on_stable(draft.spec, draft.observed):
+        return  # a promotion ends with every request on the stable
     released = draft.release_version(canary)
     # The current stage succeeded; later stages a promoteFull skipped keep their phase, closed now.
     for index in range(draft.status.stage_index, len(draft.status.stages)):
@@ -289,5 +292,5 @@ def finish_rollback_when_done(draft: Draft) -> None:
     stable_back = stable is not None and stable.version == draft.status.stable.id and stable.ready >= total
     if draft.status.canary is not None or draft.status.canary_weight:
         draft.set(canary_weight=0)
-    if canary_gone and stable_back:
+    if canary_gone and stable_back and routing.route_on_stable(draft.spec, draft.observed):
         draft.set(phase="RolledBack", canary=None)

@@ -1,4 +1,5 @@
-"""The stable and canary Deployments of the model server and the Service in front of both."""
+"""The stable and canary Deployments of the model server, the Service in front of both, and (for traffic
+routing) one Service per track."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from modelrelease.api.labels import (
 )
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import ModelVersion
-from modelrelease.core.naming import deployment_name, serving_hash
+from modelrelease.core.naming import deployment_name, serving_hash, track_service_name
 from modelrelease.manifests.common import (
     artifact_volume,
     container_security_context,
@@ -104,6 +105,26 @@ def build_service(spec: ModelReleaseSpec, owner: dict[str, Any]) -> dict[str, An
         "spec": {
             # Both tracks answer: traffic splits in proportion to ready pods.
             "selector": {LABEL_RELEASE: release, LABEL_COMPONENT: "server"},
+            "ports": [{"name": "http", "port": spec.serving.port, "targetPort": spec.serving.port}],
+        },
+    }
+
+
+def build_track_service(spec: ModelReleaseSpec, owner: dict[str, Any], track: str) -> dict[str, Any]:
+    """``<release>-<track>``: one track's pods only, the backend an HTTPRoute weighs against the other."""
+    release = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": track_service_name(release, track),
+            "namespace": owner["metadata"].get("namespace"),
+            "labels": labels(release, **{LABEL_TRACK: track}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            # The route, not the pod count, decides each track's share.
+            "selector": {LABEL_RELEASE: release, LABEL_TRACK: track, LABEL_COMPONENT: "server"},
             "ports": [{"name": "http", "port": spec.serving.port, "targetPort": spec.serving.port}],
         },
     }

@@ -68,6 +68,14 @@ class CachedCluster:
     def patch_release_status(self, namespace: str, name: str, resource_version: str, status: Object) -> Object:
         return self.writer.patch_release_status(namespace, name, resource_version, status)
 
+    # The HTTPRoute is read from the API, not a watch cache: the operator watches httproutes nowhere (it
+    # may hold no right to, without traffic routing), and a pass must see the route as it is now.
+    def get_http_route(self, namespace: str, name: str) -> Object | None:
+        return self.writer.get_http_route(namespace, name)
+
+    def replace_http_route(self, namespace: str, name: str, obj: Object) -> Object:
+        return self.writer.replace_http_route(namespace, name, obj)
+
 
 class Freshest:
     """The newest known state of one release, for the next pass to plan from:

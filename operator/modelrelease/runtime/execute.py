@@ -12,10 +12,11 @@ from typing import Any
 from modelrelease.adapters.kubernetes import Cluster
 from modelrelease.api.labels import ANNOTATION_SERVING_HASH
 from modelrelease.api.spec import ModelReleaseSpec
-from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJob, EmitEvent, EnsureService
+from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJob, EmitEvent, EnsureService, SetRoute
 from modelrelease.core.naming import deployment_name, serving_hash
 from modelrelease.manifests.job import build_job
-from modelrelease.manifests.serving import build_deployment, build_service, pod_template
+from modelrelease.manifests.serving import build_deployment, build_service, build_track_service, pod_template
+from modelrelease.runtime.route import set_route
 
 EmitFn = Callable[[str, str, str], None]
 
@@ -32,7 +33,10 @@ def execute(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], act
         elif isinstance(action, ApplyDeployment):
             _apply_deployment(cluster, spec, owner, action)
         elif isinstance(action, EnsureService):
-            cluster.create(build_service(spec, owner))
+            cluster.create(build_service(spec, owner) if action.track is None
+                           else build_track_service(spec, owner, action.track))
+        elif isinstance(action, SetRoute):
+            set_route(cluster, spec, namespace, release, action.state)
         elif isinstance(action, EmitEvent):
             continue
         else:  # pragma: no cover - the Action union is closed

@@ -15,11 +15,13 @@ from modelrelease.core.analysis import routine_run_only
 from modelrelease.core.conditions import set_condition
 from modelrelease.core.measurement import request_measurements
 from modelrelease.core.model import DeploymentObservation, Observations
+from modelrelease.core.naming import track_service_name
 from modelrelease.core.planner import plan
 from modelrelease.core.timestamps import format_timestamp
 from modelrelease.runtime.execute import EmitFn, emit_events, execute
 from modelrelease.runtime.measure import read_run
 from modelrelease.runtime.observe import observe_deployment, observe_job
+from modelrelease.runtime.route import observe_route
 
 log = logging.getLogger(__name__)
 ProviderFactory = Callable[[ModelReleaseSpec, str], MetricsProvider]
@@ -65,7 +67,7 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
         seen = observe_deployment(item)
         if seen is not None:
             deployments[seen.track] = seen
-    services = cluster.list_owned("Service", namespace, release)
+    services = {item["metadata"]["name"] for item in cluster.list_owned("Service", namespace, release)}
     run = None
     request = request_measurements(spec, status, now, release=release, namespace=namespace)
     if request is not None:
@@ -76,7 +78,9 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
             close = getattr(provider, "close", None)
             if close is not None:
                 close()
-    return Observations(jobs=jobs, deployments=deployments, service_exists=bool(services), analysis=run)
+    track_services = frozenset(t for t in ("stable", "canary") if track_service_name(release, t) in services)
+    return Observations(jobs=jobs, deployments=deployments, service_exists=release in services, analysis=run,
+                        route=observe_route(cluster, spec, namespace, release), track_services=track_services)
 
 
 def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str, name: str, now: datetime,

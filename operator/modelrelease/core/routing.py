@@ -1,0 +1,76 @@
+"""Traffic routing through a Gateway API HTTPRoute: what the route should do now, decided from status.
+
+With ``serving.trafficRouting`` the canary's share of traffic is the step's weight exactly (the route's
+backendRefs weights), not its share of pods, and a step may add a header route or a mirror. The core
+decides a ``RouteState`` per pass; the runtime reads the route's current state (``RouteObservation``)
+and writes the difference. Whenever the canary is on its way out (abort, rollback, a finished
+promotion, deletion) the route goes to the stable first, before any canary pod is scaled down: a
+failing canary stops answering users at once, and a killed operator finds the route as it left it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.status import CANARY_WITHDRAWN_PHASES, ModelReleaseStatus
+from modelrelease.core.model import Observations
+from modelrelease.core.route_state import HeaderMatch, RouteObservation, RouteState
+
+__all__ = ["HeaderMatch", "RouteObservation", "RouteState", "canary_pods", "desired_route"]
+
+def _step_routes(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> tuple[HeaderMatch | None, int | None]:
+    """The header route and mirror of the step the canary is in (only while it progresses through it)."""
+    if status.phase != "Progressing" or status.stage_index >= len(spec.stages):
+        return None, None
+    steps = spec.stages[status.stage_index].steps
+    if status.step_index >= len(steps):
+        return None, None
+    step = steps[status.step_index]
+    header = HeaderMatch(step.header_route.name, step.header_route.value, step.header_route.match) \
+        if step.header_route else None
+    return header, step.mirror.percent if step.mirror else None
+
+
+def promoted_stable_ready(spec: ModelReleaseSpec, status: ModelReleaseStatus, observations: Observations) -> bool:
+    """Whether the stable Deployment serves the promoted canary's version on all replicas."""
+    stable = observations.deployments.get("stable")
+    return (status.canary is not None and stable is not None and stable.version == status.canary.id
+            and stable.ready >= spec.serving.replicas)
+
+
+def desired_route(spec: ModelReleaseSpec, status: ModelReleaseStatus, observations: Observations) -> RouteState | None:
+    """What the route should do now; None without traffic routing."""
+    if spec.serving.traffic_routing is None:
+        return None
+    if status.stable is None or status.canary is None or status.phase in CANARY_WITHDRAWN_PHASES:
+        return RouteState.stable_only()
+    if status.phase == "Promoting" and promoted_stable_ready(spec, status, observations):
+        # The stable now serves the new version everywhere: take traffic off the canary, then its pods.
+        return RouteState.stable_only()
+    header, mirror = _step_routes(spec, status)
+    return RouteState(status.canary_weight, header, mirror)
+
+
+def canary_pods(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> int:
+    """The canary's pods under traffic routing: the step's canaryScale, else serving's, else the weight's
+    share; at least one whenever any request can reach the canary."""
+    total = spec.serving.replicas
+    scale = spec.serving.canary_scale
+    if status.phase == "Progressing" and status.stage_index < len(spec.stages):
+        steps = spec.stages[status.stage_index].steps
+        if status.step_index < len(steps) and steps[status.step_index].canary_scale is not None:
+            scale = steps[status.step_index].canary_scale
+    pods = scale.pods(total, status.canary_weight) if scale else math.ceil(total * status.canary_weight / 100)
+    header, mirror = _step_routes(spec, status)
+    reachable = status.canary_weight > 0 or header is not None or bool(mirror)
+    return max(pods, 1) if reachable else pods
+
+
+def route_on_stable(spec: ModelReleaseSpec, observations: Observations) -> bool:
+    """Whether nothing reaches the canary through the route any more (always so without routing, and
+    when the route cannot be used at all: there is nothing the operator could still take back)."""
+    seen = observations.route
+    if spec.serving.traffic_routing is None or seen is None or seen.state is None:
+        return True
+    return not seen.state.canary_reachable

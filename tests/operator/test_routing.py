@@ -1,0 +1,138 @@
+"""Traffic routing through a real HTTPRoute in the embedded API, with the operator running for real.
+
+The route is created over HTTP against the HTTPRoute CRD; the operator sets its weights, header rule
+and mirror; the tests read the route back and the API's request log for the order of the writes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kubernetes
+
+from tests.operator.conftest import Harness, release_spec
+from tests.waiting import wait_for
+
+GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+
+
+def routed_spec(url: str) -> dict[str, Any]:
+    spec = release_spec(url)
+    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"}}}
+    spec["stages"][1]["steps"] = [
+        {"weight": 0, "duration": "1s", "mirror": {"percent": 20}},
+        {"weight": 5, "duration": "2s", "canaryScale": {"replicas": 1},
+         "headerRoute": {"name": "X-Canary", "value": "always"}},
+        {"weight": 50, "duration": "1s"},
+    ]
+    return spec
+
+
+def create_route(harness: Harness, name: str = "digits-route") -> None:
+    harness.custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "HTTPRoute", "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "public"}], "hostnames": ["digits.example.com"],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1/models"}}],
+                            "backendRefs": [{"name": "digits-stable", "port": 8501}]}]},
+    })
+
+
+def route(harness: Harness, name: str = "digits-route") -> dict[str, Any]:
+    found: dict[str, Any] = harness.custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
+    return found
+
+
+def weights(obj: dict[str, Any]) -> dict[str, int]:
+    """The owned rule's backend weights, by Service."""
+    rules = [r for r in obj["spec"]["rules"] if r.get("name") != "digits-canary-header"]
+    return {ref["name"]: ref.get("weight", 1) for ref in rules[0]["backendRefs"]}
+
+
+def has_header_rule(obj: dict[str, Any]) -> bool:
+    return any(r.get("name") == "digits-canary-header" for r in obj["spec"]["rules"])
+
+
+def mirror_percent(obj: dict[str, Any]) -> int | None:
+    for rule in obj["spec"]["rules"]:
+        for f in rule.get("filters") or []:
+            if f.get("type") == "RequestMirror":
+                return int(f["requestMirror"].get("percent", 100))
+    return None
+
+
+def test_the_route_follows_each_step_and_goes_back_to_the_stable_before_the_canary_pods(harness: Harness):
+    create_route(harness)
+    harness.apply("digits", routed_spec(harness.prometheus.url))
+    wait_for(lambda: mirror_percent(route(harness)) == 20, "the shadow step's mirror")
+    assert weights(route(harness)) == {"digits-stable": 100, "digits-canary": 0}
+    wait_for(lambda: has_header_rule(route(harness)), "the header route")
+    seen = route(harness)
+    assert weights(seen) == {"digits-stable": 95, "digits-canary": 5} and mirror_percent(seen) is None
+    header_rule = next(r for r in seen["spec"]["rules"] if r.get("name") == "digits-canary-header")
+    assert header_rule["matches"][0]["headers"] == [{"type": "Exact", "name": "X-Canary", "value": "always"}]
+    assert header_rule["matches"][0]["path"] == {"type": "PathPrefix", "value": "/v1/models"}
+    canary = harness.apps.read_namespaced_deployment("digits-canary", "default")
+    assert canary.spec.replicas == 1  # 5% of the traffic on one pod
+    assert harness.apps.read_namespaced_deployment("digits-stable", "default").spec.replicas == 4
+    # The user's parts of the route are left alone.
+    assert seen["spec"]["hostnames"] == ["digits.example.com"] and seen["spec"]["parentRefs"][0]["name"] == "public"
+    wait_for(lambda: weights(route(harness)).get("digits-canary") == 50, "the step to 50")
+
+    harness.server.requests.reset()
+    harness.prometheus.set("error_rate", canary=0.9, stable=0.0)
+    harness.wait_phase("digits", "RolledBack")
+    final = route(harness)
+    assert weights(final) == {"digits-stable": 100, "digits-canary": 0} and not has_header_rule(final)
+    writes = [(r.method, r.path) for r in harness.server.requests.writes()]
+    route_write = next(i for i, (m, p) in enumerate(writes) if m == "PUT" and p.endswith("/httproutes/digits-route"))
+    canary_writes = [i for i, (m, p) in enumerate(writes) if p.endswith("/deployments/digits-canary")]
+    assert canary_writes and route_write < min(canary_writes)
+
+
+def test_an_operator_killed_after_an_abort_still_restores_the_route(harness: Harness):
+    create_route(harness)
+    harness.apply("digits", routed_spec(harness.prometheus.url))
+    wait_for(lambda: weights(route(harness)).get("digits-canary") == 50, "the canary at 50")
+    harness.rollout.hold = True  # nothing becomes ready: the rollback cannot finish on its own
+    harness.patch_spec("digits", {"actions": {"abort": "a1"}})
+    harness.restart_operator()  # SIGKILL, whatever it was doing, and a fresh process
+    harness.rollout.hold = False
+    for namespace, name in harness.rollout.holding():
+        harness.rollout.release(namespace, name)
+    harness.wait_phase("digits", "RolledBack")
+    assert weights(route(harness)) == {"digits-stable": 100, "digits-canary": 0}
+
+
+def test_deleting_the_release_gives_the_route_back_to_the_stable(harness: Harness):
+    create_route(harness)
+    harness.apply("digits", routed_spec(harness.prometheus.url))
+    wait_for(lambda: weights(route(harness)).get("digits-canary", 0) > 0, "canary traffic")
+    harness.custom.delete_namespaced_custom_object("modelrelease.io", "v1alpha1", "default", "modelreleases", "digits")
+
+    def gone() -> bool:
+        try:
+            harness.get("digits")
+        except kubernetes.client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, "the release to be deleted")
+    after = route(harness)
+    assert weights(after).get("digits-canary", 0) == 0 and not has_header_rule(after) and mirror_percent(after) is None
+
+
+def test_a_missing_route_is_a_condition_and_an_event_and_nothing_advances(harness: Harness):
+    harness.apply("digits", routed_spec(harness.prometheus.url))
+    wait_for(lambda: any(c["type"] == "RouteReady" and c["status"] == "False"
+                         for c in harness.status("digits").get("conditions", [])), "RouteReady False")
+    condition = next(c for c in harness.status("digits")["conditions"] if c["type"] == "RouteReady")
+    assert "no HTTPRoute digits-route" in condition["message"] and condition["reason"] == "RouteInvalid"
+    harness.wait_events("RouteInvalid")
+    wait_for(lambda: harness.status("digits").get("canary") is not None, "a canary, held")
+    position = (harness.status("digits").get("stageIndex"), harness.status("digits").get("stepIndex"))
+    time.sleep(3)  # steps of 1-2 s would have ended by now
+    assert (harness.status("digits").get("stageIndex"), harness.status("digits").get("stepIndex")) == position
+    create_route(harness)
+    harness.wait_phase("digits", "Released")
+    assert weights(route(harness)) == {"digits-stable": 100, "digits-canary": 0}
