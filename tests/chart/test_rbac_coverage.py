@@ -226,7 +226,8 @@ def test_httproute_rules_cover_a_routed_release_and_are_needed(harness: Harness)
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "digits-route"},
         "spec": {"rules": [{"backendRefs": [{"name": "digits-stable", "port": 8501}]}]}})
     spec = release_spec(harness.prometheus.url)
-    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"}}}
+    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"},
+                                                        "scaleDownDelay": "1s"}}
     store.apply("default", "digits", spec)
     store.wait_phase("default", "digits", "Released", harness)
     store.delete("default", "digits")

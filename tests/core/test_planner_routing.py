@@ -56,8 +56,14 @@ def test_a_rollback_takes_all_traffic_off_the_canary_before_any_canary_pod_goes(
     world.wait(30)
     plan = world.step()
     route_first = [a for a in plan.actions if isinstance(a, SetRoute | ApplyDeployment)]
-    assert isinstance(route_first[0], SetRoute) and route_first[0].state == RouteState.stable_only()
-    assert any(isinstance(a, ApplyDeployment) and a.track == "canary" and a.replicas == 0 for a in route_first[1:])
+    assert route_first == [SetRoute(RouteState.stable_only())]  # the canary's pods stay, for now
+    assert world.status.route_released_at == world.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # scaleDownDelay (30s by default) for the Gateway to apply the route and requests in flight to end.
+    world.wait(29)
+    assert not [a for a in world.step().actions if isinstance(a, ApplyDeployment) and a.track == "canary"]
+    assert world.replicas() == (10, 5) and world.status.phase == "RollingBack"
+    world.wait(1)
+    assert ApplyDeployment("canary", None, 0, exists=True) in world.step().actions
     world.run_until({"RolledBack"})
     assert world.route is not None and world.route.state == RouteState.stable_only()
     assert world.replicas() == (10, 0)
@@ -83,7 +89,10 @@ def test_a_promotion_moves_the_stable_first_then_the_route_then_the_canary_pods(
     assert world.deployments["canary"].replicas > 0
     world.deployments["stable"] = type(stable)("stable", stable.version, 10, 10, stable.serving_hash)
     world.step()
-    assert world.route.state == RouteState.stable_only() and world.deployments["canary"].replicas == 0
+    assert world.route.state == RouteState.stable_only() and world.deployments["canary"].replicas > 0
+    world.wait(30)
+    world.step()
+    assert world.deployments["canary"].replicas == 0
     world.step()
     assert world.status.phase == "Released"
 

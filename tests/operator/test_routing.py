@@ -19,7 +19,8 @@ GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 
 def routed_spec(url: str) -> dict[str, Any]:
     spec = release_spec(url)
-    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"}}}
+    spec["serving"] = {"replicas": 4, "trafficRouting": {"gatewayAPI": {"httpRoute": "digits-route"},
+                                                        "scaleDownDelay": "1s"}}
     spec["stages"][1]["steps"] = [
         {"weight": 0, "duration": "1s", "mirror": {"percent": 20}},
         {"weight": 5, "duration": "2s", "canaryScale": {"replicas": 1},
@@ -84,10 +85,12 @@ def test_the_route_follows_each_step_and_goes_back_to_the_stable_before_the_cana
     harness.wait_phase("digits", "RolledBack")
     final = route(harness)
     assert weights(final) == {"digits-stable": 100, "digits-canary": 0} and not has_header_rule(final)
-    writes = [(r.method, r.path) for r in harness.server.requests.writes()]
-    route_write = next(i for i, (m, p) in enumerate(writes) if m == "PUT" and p.endswith("/httproutes/digits-route"))
-    canary_writes = [i for i, (m, p) in enumerate(writes) if p.endswith("/deployments/digits-canary")]
-    assert canary_writes and route_write < min(canary_writes)
+    writes = harness.server.requests.writes()
+    route_off = next(i for i, r in enumerate(writes) if r.method == "PUT" and r.path.endswith("/httproutes/digits-route")
+                     and weights(r.body or {}).get("digits-canary") == 0)
+    scaled_down = [i for i, r in enumerate(writes) if r.path.endswith("/deployments/digits-canary")
+                   and ((r.body or {}).get("spec") or {}).get("replicas") == 0]
+    assert scaled_down and route_off < min(scaled_down)
 
 
 def test_an_operator_killed_after_an_abort_still_restores_the_route(harness: Harness):

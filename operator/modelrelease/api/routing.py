@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from modelrelease.api.base import WireModel
+from modelrelease.api.base import Duration, WireModel
 
 if TYPE_CHECKING:  # only for annotations: spec.py imports this module
     from modelrelease.api.spec import ModelReleaseSpec
@@ -36,6 +36,10 @@ class GatewayAPIRouting(WireModel):
 class TrafficRouting(WireModel):
     gateway_api: GatewayAPIRouting = Field(alias="gatewayAPI")
     """Route through a Gateway API HTTPRoute."""
+    scale_down_delay: Duration = "30s"
+    """How long the canary's pods keep running after the route took all traffic off them (on rollback,
+    abort, promotion), so the Gateway has applied the change and requests in flight finish; a Go
+    duration. Default 30s."""
 
 
 class CanaryScale(WireModel):

@@ -287,6 +287,9 @@ class ModelReleaseStatus(StatusModel):
     step_started_at: str | None = None
     """RFC 3339 time the current step began, or its wait restarted after a pause; the step may end at this time plus
     its duration."""
+    route_released_at: str | None = None
+    """With traffic routing: RFC 3339 time the route last took all traffic off the canary; the canary's pods
+    go serving.trafficRouting.scaleDownDelay later. Unset while the route sends the canary anything."""
     canary_weight: int = 0
     """Percent of serving replicas given to the canary, 0 to 100: the current step's weight (the Weight printer
     column). It stays at the last step's weight while the next stage trains and while Promoting, and is 0 without

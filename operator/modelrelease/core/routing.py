@@ -11,11 +11,14 @@ failing canary stops answering users at once, and a killed operator finds the ro
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
+from modelrelease.api.base import parse_duration
 from modelrelease.api.spec import ModelReleaseSpec
 from modelrelease.api.status import CANARY_WITHDRAWN_PHASES, ModelReleaseStatus
 from modelrelease.core.model import Observations
 from modelrelease.core.route_state import HeaderMatch, RouteObservation, RouteState
+from modelrelease.core.timestamps import parse_timestamp
 
 __all__ = ["HeaderMatch", "RouteObservation", "RouteState", "canary_pods", "desired_route"]
 
@@ -74,3 +77,21 @@ def route_on_stable(spec: ModelReleaseSpec, observations: Observations) -> bool:
     if spec.serving.traffic_routing is None or seen is None or seen.state is None:
         return True
     return not seen.state.canary_reachable
+
+
+def canary_may_go(spec: ModelReleaseSpec, status: ModelReleaseStatus, now: datetime) -> bool:
+    """Whether the canary's pods may be scaled down: scaleDownDelay after the route let go of them."""
+    routing = spec.serving.traffic_routing
+    if routing is None:
+        return True
+    if status.route_released_at is None:
+        return False
+    return now >= parse_timestamp(status.route_released_at) + parse_duration(routing.scale_down_delay)
+
+
+def canary_goes_at(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> datetime | None:
+    """When the canary's pods may go, while that is still to come (for the requeue)."""
+    routing = spec.serving.traffic_routing
+    if routing is None or status.route_released_at is None:
+        return None
+    return parse_timestamp(status.route_released_at) + parse_duration(routing.scale_down_delay)

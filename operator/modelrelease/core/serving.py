@@ -64,15 +64,14 @@ def _routed_serving(draft: Draft) -> dict[Track, tuple[ModelVersion | None, int]
     status, spec = draft.status, draft.spec
     total = spec.serving.replicas
     assert status.stable is not None
+    canary_seen = draft.observed.deployments.get("canary")
+    leaving = 0 if routing.canary_may_go(spec, status, draft.now) else (canary_seen.replicas if canary_seen else 0)
     if status.phase == "Promoting" and status.canary is not None:
         # The stable rolls to the new version at full scale; the canary serves until it has.
-        canary_seen = draft.observed.deployments.get("canary")
-        keep = 0 if routing.promoted_stable_ready(spec, status, draft.observed) else (
-            canary_seen.replicas if canary_seen else 0)
-        return {"stable": (status.canary, total), "canary": (None, keep)}
+        return {"stable": (status.canary, total), "canary": (None, leaving)}
     if status.canary is not None and status.phase not in CANARY_WITHDRAWN_PHASES:
         return {"stable": (status.stable, total), "canary": (status.canary, routing.canary_pods(spec, status))}
-    return {"stable": (status.stable, total), "canary": (None, 0)}
+    return {"stable": (status.stable, total), "canary": (None, leaving)}
 
 
 def _converge_route(draft: Draft) -> None:
@@ -86,6 +85,13 @@ def _converge_route(draft: Draft) -> None:
             draft.actions.append(EnsureService(track))  # type: ignore[arg-type]
     if seen.problem is None and seen.state != wanted:
         draft.actions.append(SetRoute(wanted))
+    # When the canary last stopped getting anything: its pods go scaleDownDelay later (also after a
+    # restart, or a route someone else set to the stable: the clock starts when it is first seen so).
+    let_go = not wanted.canary_reachable and (seen.problem is None or seen.state is None)
+    if let_go and draft.status.route_released_at is None:
+        draft.set(route_released_at=draft.now_iso)
+    elif not let_go and draft.status.route_released_at is not None:
+        draft.set(route_released_at=None)
 
 
 def converge_serving(draft: Draft) -> None:
@@ -181,6 +187,9 @@ def requeue_after(draft: Draft) -> float | None:
         moments.append(ends)
     if status.canary is not None and spec.analysis.checks:
         moments.append(next_analysis_at(spec, status))
+    goes = routing.canary_goes_at(spec, status)
+    if goes is not None and goes > now:
+        moments.append(goes)
     if status.phase == "Training":
         return min([15.0, *[max(1.0, (m - now).total_seconds()) for m in moments]])
     if not moments:
