@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := local,trainer,test,lint,backtest
 
-.PHONY: help venv prometheus test lint crds demo demo-rollback bench image clean
+.PHONY: help venv prometheus test lint crds demo demo-rollback demo-gateway bench image clean
 
 help:
 	@echo "make demo   - a whole staged release on this machine (embedded default)"
 	@echo "make demo-rollback - the same with a faulty canary that is rolled back"
+	@echo "make demo-gateway - exact weights by an HTTPRoute: a shadow step, then 5% on 1 canary pod of 10"
 	@echo "make test   - the whole test suite"
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make crds   - regenerate crds/ from the API models"
@@ -54,6 +55,12 @@ demo: $(STAMP) prometheus
 # The same with a faulty last canary (its server injects errors): analysis fails, RolledBack.
 demo-rollback: $(STAMP) prometheus
 	$(PY) -m modelrelease local demo --rollback
+
+# Exact weights through a Gateway API HTTPRoute (examples/digits-gateway.yaml): a shadow step, then 5% of
+# the traffic on 1 canary pod of 10, and 5% of requests with the tester header that a header route sends
+# to the canary. Ten servers start slowly on a small machine, hence the longer timeout.
+demo-gateway: $(STAMP) prometheus
+	$(PY) -m modelrelease local demo --release examples/digits-gateway.yaml --tester-share 0.05 --timeout 1500
 
 image:
 	docker build -f operator.Dockerfile -t ghcr.io/modelrelease/operator:0.1.0 .

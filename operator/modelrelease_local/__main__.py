@@ -6,8 +6,10 @@
   directory of an earlier ``up`` it resumes every release; it refuses a directory another stack runs on;
 - ``down`` stops every stack running on the state directory or below it (the demo's in ``demo/``),
   through their pid files;
-- ``demo [--rollback] [--report DIR] [--release FILE]`` runs one release to its end with a live view
-  and writes a report (see :mod:`.demo`); it exits 0 when the release ended as expected.
+- ``demo [--rollback] [--report DIR] [--release FILE] [--tester-share S]`` runs one release to its end
+  with a live view and writes a report (see :mod:`.demo`); it exits 0 when the release ended as
+  expected. FILE may hold the HTTPRoutes the release routes by beside it; a share S of the generated
+  requests carries the tester header ``X-Canary: always`` (a step's headerRoute sends them to the canary).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ PREFERRED_PROMETHEUS_PORT = 9090  # the address examples/digits-demo.yaml names
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _share(text: str) -> float:
+    """A share of requests, 0 to 1 (argparse names the option in the message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give a share from 0 to 1, e.g. 0.05") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 1: give a share, e.g. 0.05 for 5% of requests")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modelrelease_local",
                                      description="The embedded default: a local Kubernetes API, operator, "
@@ -55,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"default {PREFERRED_PROMETHEUS_PORT} when free, else any free one")
     up.add_argument("--rate", type=float, default=20.0, help="predict requests per second per release")
     up.add_argument("--no-traffic", action="store_true", help="send no generated traffic")
+    up.add_argument("--tester-share", type=_share, default=0.0,
+                    help="the share of requests (0 to 1) sent with the header X-Canary: always (default 0)")
     up.add_argument("--faults", type=pathlib.Path, default=None,
                     help="a fault plan for the API server to inject (YAML or JSON; see docs/architecture.md)")
     commands.add_parser("down", help="stop a running `up`")
@@ -62,9 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rollback", action="store_true", help="a faulty last-stage canary: ends RolledBack")
     demo.add_argument("--report", type=pathlib.Path, default=None, help="report directory (default reports/...)")
     demo.add_argument("--release", type=pathlib.Path, default=None,
-                      help="a ModelRelease YAML (default examples/digits-demo.yaml)")
+                      help="a ModelRelease YAML, maybe with the HTTPRoutes it routes by as further documents "
+                           "(default examples/digits-demo.yaml)")
     demo.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     demo.add_argument("--rate", type=float, default=20.0, help="predict requests per second")
+    demo.add_argument("--tester-share", type=_share, default=0.0,
+                      help="the share of requests (0 to 1) sent with the header X-Canary: always (default 0)")
     demo.add_argument("--no-live", action="store_true", help="print the final frame only (no live view)")
     return parser
 
@@ -124,7 +142,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         return 1
     settings = StackSettings(state_dir=state_dir, api_port=args.api_port,
                              prometheus_port=_prometheus_port(args, state_dir), traffic_rate=args.rate,
-                             traffic=not args.no_traffic,
+                             traffic=not args.no_traffic, tester_share=args.tester_share,
                              faults=_fault_plan(args.faults))
     try:
         with _stopping_on_signals(), LocalStack(settings) as stack:
@@ -176,14 +194,20 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from modelrelease_local.demo import load_release, run_demo
+    from modelrelease_local.demo import DemoInputError, load_manifests, run_demo
 
-    settings = StackSettings(state_dir=args.state_dir.resolve() / "demo", traffic_rate=args.rate)
+    try:
+        manifests = load_manifests(args.release)
+    except (OSError, yaml.YAMLError, DemoInputError) as exc:
+        console.print(f"[red]--release: {exc}[/red]", soft_wrap=True)
+        return 2
+    settings = StackSettings(state_dir=args.state_dir.resolve() / "demo", traffic_rate=args.rate,
+                             tester_share=args.tester_share)
     try:
         with _stopping_on_signals():
-            result = run_demo(load_release(args.release), settings=settings, rollback=args.rollback,
-                              report_dir=args.report, console=console, live=not args.no_live, timeout=args.timeout)
-    except StateInUse as exc:
+            result = run_demo(manifests.release, settings=settings, rollback=args.rollback, report_dir=args.report,
+                              console=console, live=not args.no_live, timeout=args.timeout, routes=manifests.routes)
+    except (StateInUse, DemoInputError) as exc:
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         return 1
     except _Interrupted as stopped:

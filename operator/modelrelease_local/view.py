@@ -4,7 +4,9 @@ A live terminal view of a release on the embedded default (rich).
 It shows the stage and phase, the canary weight, the last run's score, each analysis check's value
 against its bound and, for a check that compares, the p-value against the run's alpha, the effect and
 the samples (dry-run checks greyed: they never decide a run), the stages with their versions and
-gates, training progress read from the trainers' logs, and the traffic each track received.
+gates, training progress read from the trainers' logs, and the traffic each track received (through an
+HTTPRoute also the copies mirrored to a track, the requests a header route sent there, and the requests
+the route itself failed).
 :func:`render` builds one frame from plain data, so that it can be tested (and printed) without a
 terminal; :class:`LiveView` refreshes it in place.
 """
@@ -24,7 +26,8 @@ from rich.text import Text
 from modelrelease_local.executor import TrainingProgress
 from modelrelease_local.traffic import TrafficStats
 
-__all__ = ["LiveView", "check_label", "comparison_cells", "render", "score_text"]
+__all__ = ["LiveView", "check_label", "comparison_cells", "render", "route_failures_text", "route_text",
+           "score_text"]
 
 _VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow", "Error": "magenta",
                   "Skipped": "dim"}
@@ -90,7 +93,24 @@ def _header(release: Mapping[str, Any], elapsed: float, ready: Mapping[str, int]
     servers = f"   ready servers: stable {(ready or {}).get('stable', 0)}, canary {(ready or {}).get('canary', 0)}"
     bar.add_row(Text("canary weight"), ProgressBar(total=100, completed=weight, width=40),
                 Text(f"{weight}% (stable {100 - weight}%)" + (servers if ready is not None else "")))
-    return Group(line, versions, bar, Text(status.get("message") or "", style="dim"))
+    parts: list[RenderableType] = [line, versions, bar]
+    if (route := route_text(release)) is not None:
+        parts.append(Text(route, style="" if "not ready" not in route else "bold red"))
+    return Group(*parts, Text(status.get("message") or "", style="dim"))
+
+
+def route_text(release: Mapping[str, Any]) -> str | None:
+    """Which HTTPRoute carries the weight, and why it cannot when RouteReady is False; None without routing."""
+    serving = (release.get("spec") or {}).get("serving") or {}
+    gateway = (serving.get("trafficRouting") or {}).get("gatewayAPI") or {}
+    if not gateway.get("httpRoute"):
+        return None
+    text = f"traffic by HTTPRoute {gateway['httpRoute']}" + (f" rule {gateway['rule']}" if gateway.get("rule") else "")
+    conditions = (release.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "RouteReady"), None)
+    if ready is not None and ready.get("status") == "False":
+        return f"{text}: not ready: {ready.get('message') or ready.get('reason') or ''}"
+    return text
 
 
 def _checks(release: Mapping[str, Any]) -> RenderableType:
@@ -147,12 +167,31 @@ def _traffic(stats: TrafficStats | None) -> RenderableType:
     if stats is None:
         return Text("")
     table = Table(title="traffic", title_justify="left")
-    for column in ("release/track", "requests", "errors", "feedback"):
+    # Columns for a route's mirrors and header routes only once there are any: a release routed by pod
+    # counts keeps the plain table.
+    extra = [(name, counts) for name, counts in (("by header", stats.header_routed), ("mirrored", stats.mirrored))
+             if counts]
+    for column in ("release/track", "requests", *(name for name, _ in extra), "errors", "feedback"):
         table.add_column(column)
-    for key in sorted(stats.requests):
-        table.add_row("/".join(key), str(stats.requests.get(key, 0)), str(stats.errors.get(key, 0)),
-                      str(stats.feedback.get(key, 0)))
-    return table
+    # A shadow canary (weight 0, mirrored to) answers no request but still has a row.
+    for key in sorted({*stats.requests, *stats.mirrored, *stats.header_routed}):
+        table.add_row("/".join(key), str(stats.requests.get(key, 0)), *(str(counts.get(key, 0)) for _, counts in extra),
+                      str(stats.errors.get(key, 0)), str(stats.feedback.get(key, 0)))
+    failures = route_failures_text(stats)
+    return Group(table, Text(failures, style="red")) if failures else table
+
+
+def route_failures_text(stats: TrafficStats) -> str | None:
+    """The requests the route answered itself, per release and HTTP status; None when there were none."""
+    if not stats.route_failures:
+        return None
+    meaning = {404: "no rule matched", 500: "no backend", 503: "no ready endpoint"}
+    per_release: dict[str, list[str]] = {}
+    for (release, status), count in sorted(stats.route_failures.items()):
+        code = int(status) if status.isdigit() else None
+        label = f"{status} {meaning[code]}" if code in meaning else status
+        per_release.setdefault(release, []).append(f"{count} x {label}")
+    return "route failures: " + "; ".join(f"{release}: {', '.join(parts)}" for release, parts in per_release.items())
 
 
 def render(release: Mapping[str, Any] | None, *, elapsed: float = 0.0, progress: Sequence[TrainingProgress] = (),

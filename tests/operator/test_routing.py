@@ -15,6 +15,7 @@ from tests.operator.conftest import Harness, release_spec
 from tests.waiting import wait_for
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+ROUTE_PATH = "/httproutes/digits-route"
 
 
 def routed_spec(url: str) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def test_the_route_follows_each_step_and_goes_back_to_the_stable_before_the_cana
     final = route(harness)
     assert weights(final) == {"digits-stable": 100, "digits-canary": 0} and not has_header_rule(final)
     writes = harness.server.requests.writes()
-    route_off = next(i for i, r in enumerate(writes) if r.method == "PUT" and r.path.endswith("/httproutes/digits-route")
+    route_off = next(i for i, r in enumerate(writes) if r.method == "PUT" and r.path.endswith(ROUTE_PATH)
                      and weights(r.body or {}).get("digits-canary") == 0)
     scaled_down = [i for i, r in enumerate(writes) if r.path.endswith("/deployments/digits-canary")
                    and ((r.body or {}).get("spec") or {}).get("replicas") == 0]
