@@ -132,3 +132,25 @@ def test_routing_fields_that_cannot_work_are_refused_naming_the_field(change, fr
     change(spec)
     with pytest.raises(InvalidSpecError, match=fragment):
         parse_spec(spec)
+
+
+def test_a_pause_keeps_the_steps_header_route_and_canary_scale():
+    world = World.of(routed_spec())
+    _at(world, 1, 1)
+    before = (world.route.state if world.route else None, world.replicas())
+    world.spec = world.spec.model_copy(update={"paused": True})
+    world.step()
+    assert world.status.phase == "Paused"
+    assert (world.route.state if world.route else None, world.replicas()) == before
+
+
+def test_while_the_next_stage_trains_the_last_canary_keeps_its_steps_route_and_pods():
+    spec = routed_spec()
+    spec["stages"][1]["steps"][2].update(canaryScale={"replicas": 2}, headerRoute={"name": "X-Canary", "value": "a"})
+    world = World.of(spec)
+    _at(world, 1, 2)
+    during_step = (world.route.state if world.route else None, world.replicas())
+    world.run_until_training(2)
+    assert world.status.phase == "Training" and world.status.canary is not None
+    assert (world.route.state if world.route else None, world.replicas()) == during_step
+    assert during_step == (RouteState(50, HeaderMatch("X-Canary", "a")), (10, 2))

@@ -14,7 +14,7 @@ import math
 from datetime import datetime
 
 from modelrelease.api.base import parse_duration
-from modelrelease.api.spec import ModelReleaseSpec
+from modelrelease.api.spec import ModelReleaseSpec, Step
 from modelrelease.api.status import CANARY_WITHDRAWN_PHASES, ModelReleaseStatus
 from modelrelease.core.model import Observations
 from modelrelease.core.route_state import HeaderMatch, RouteObservation, RouteState
@@ -22,14 +22,23 @@ from modelrelease.core.timestamps import parse_timestamp
 
 __all__ = ["HeaderMatch", "RouteObservation", "RouteState", "canary_pods", "desired_route"]
 
+
+def current_step(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> Step | None:
+    """The step the canary serves in: the current one once it started, or, while the next stage trains
+    (paused or not), the last step of the stage that made this canary. None without a canary."""
+    if status.canary is None or status.phase in CANARY_WITHDRAWN_PHASES or status.stage_index >= len(spec.stages):
+        return None
+    if status.step_started_at is not None:
+        steps = spec.stages[status.stage_index].steps
+        return steps[status.step_index] if status.step_index < len(steps) else None
+    return spec.stages[status.stage_index - 1].steps[-1] if status.stage_index > 0 else None
+
+
 def _step_routes(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> tuple[HeaderMatch | None, int | None]:
-    """The header route and mirror of the step the canary is in (only while it progresses through it)."""
-    if status.phase != "Progressing" or status.stage_index >= len(spec.stages):
+    """The header route and mirror of the step the canary serves in."""
+    step = current_step(spec, status)
+    if step is None or status.phase == "Promoting":
         return None, None
-    steps = spec.stages[status.stage_index].steps
-    if status.step_index >= len(steps):
-        return None, None
-    step = steps[status.step_index]
     header = HeaderMatch(step.header_route.name, step.header_route.value, step.header_route.match) \
         if step.header_route else None
     return header, step.mirror.percent if step.mirror else None
@@ -59,11 +68,8 @@ def canary_pods(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> int:
     """The canary's pods under traffic routing: the step's canaryScale, else serving's, else the weight's
     share; at least one whenever any request can reach the canary."""
     total = spec.serving.replicas
-    scale = spec.serving.canary_scale
-    if status.phase == "Progressing" and status.stage_index < len(spec.stages):
-        steps = spec.stages[status.stage_index].steps
-        if status.step_index < len(steps) and steps[status.step_index].canary_scale is not None:
-            scale = steps[status.step_index].canary_scale
+    step = current_step(spec, status)
+    scale = step.canary_scale if step is not None and step.canary_scale is not None else spec.serving.canary_scale
     pods = scale.pods(total, status.canary_weight) if scale else math.ceil(total * status.canary_weight / 100)
     header, mirror = _step_routes(spec, status)
     reachable = status.canary_weight > 0 or header is not None or bool(mirror)
