@@ -20,6 +20,7 @@ from modelrelease.core.comparison import (
     compare_histograms,
     compare_proportions,
     compare_samples,
+    histogram_median,
     histogram_samples,
 )
 from modelrelease.core.measurement import Reading, ReleaseVariables, build_request, measurement_of
@@ -312,3 +313,31 @@ def test_histogram_samples_ask_bucket_counts_over_the_window():
 def test_histogram_samples_need_a_histogram(check, fragment):
     with pytest.raises(ValidationError, match=fragment):
         AnalysisCheck.model_validate({"name": "c", **check})
+
+
+def test_a_histograms_median_is_interpolated_within_its_bucket():
+    assert histogram_median([(0.1, 5200.0), (0.25, 9000.0), (math.inf, 10000.0)]) == pytest.approx(0.1 * 5000 / 5200)
+    assert histogram_median([(0.1, 4800.0), (0.25, 9000.0), (math.inf, 10000.0)]) == pytest.approx(
+        0.1 + 0.15 * 200 / 4200)
+    assert histogram_median([(0.1, 1.0), (math.inf, 10.0)]) == 0.1  # in the +Inf bucket: the last bound
+    assert histogram_median([(0.1, 0.0), (math.inf, 0.0)]) is None
+
+
+def test_the_evidence_a_pass_needs_does_not_grow_with_the_runs():
+    spec = CompareSpec(test="proportions", direction="increase")
+    first, twentieth = (compare_proportions(spec, 0.01, 3000, 0.01, 27000, run=k) for k in (1, 20))
+    assert first.record.needed_samples == twentieth.record.needed_samples
+    assert (first.verdict, twentieth.verdict) == ("Pass", "Pass")
+    assert twentieth.record.alpha < first.record.alpha / 100
+
+
+def test_an_effect_as_large_as_a_regression_never_passes_even_when_not_significant():
+    # 20% slower on five noisy samples: not significant at run 1's alpha, but the size of a regression.
+    verdict = compare_samples(LATENCY, [0.024, 0.030, 0.018, 0.026, 0.022] * 2, noisy(0.02, 0.006, 40, 11), run=1)
+    assert verdict.record.effect is not None and verdict.record.effect >= 0.2
+    assert verdict.verdict == "Inconclusive" and "a regression's size" in verdict.reason
+
+
+def test_a_min_effect_of_zero_is_refused():
+    with pytest.raises(ValidationError, match="minEffect"):
+        CompareSpec.model_validate({"test": "proportions", "minEffect": 0})

@@ -154,3 +154,41 @@ def test_while_the_next_stage_trains_the_last_canary_keeps_its_steps_route_and_p
     assert world.status.phase == "Training" and world.status.canary is not None
     assert (world.route.state if world.route else None, world.replicas()) == during_step
     assert during_step == (RouteState(50, HeaderMatch("X-Canary", "a")), (10, 2))
+
+
+def test_more_canary_traffic_waits_for_the_canary_pods_of_its_step():
+    world = World.of(routed_spec())
+    _at(world, 1, 1)  # weight 5 on one ready pod
+    world.instant_ready = False  # from here on, pods become ready when the test says so
+    for _ in range(12):
+        world.wait(15)
+        world.step()
+        if world.status.step_index == 2:
+            break
+    assert world.status.canary_weight == 50 and world.deployments["canary"].replicas == 5
+    # Five canary pods wanted, one ready: the route stays as it was, the canary at 5%.
+    assert world.route is not None and world.route.state.canary_weight == 5
+    seen = world.deployments["canary"]
+    world.deployments["canary"] = type(seen)("canary", seen.version, 5, 5, seen.serving_hash)
+    world.step()
+    assert world.route.state == RouteState(50)
+
+
+def test_once_a_promotion_let_go_of_the_canary_the_route_never_goes_back_to_it():
+    world = World.of(routed_spec())
+    _at(world, 2, 1)
+    world.instant_ready = False
+    for _ in range(20):
+        world.wait(30)
+        world.step()
+        if world.status.phase == "Promoting":
+            break
+    world.step()
+    stable = world.deployments["stable"]
+    world.deployments["stable"] = type(stable)("stable", stable.version, 10, 10, stable.serving_hash)
+    world.step()
+    assert world.route is not None and world.route.state == RouteState.stable_only()
+    world.deployments["stable"] = type(stable)("stable", stable.version, 10, 9, stable.serving_hash)  # one unready
+    world.wait(5)
+    world.step()
+    assert world.route.state == RouteState.stable_only() and world.status.phase == "Promoting"

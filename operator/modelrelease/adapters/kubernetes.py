@@ -199,6 +199,11 @@ class KubernetesCluster:
         except ApiException as exc:
             if exc.status == 404:
                 return None
+            if exc.status == 403:
+                raise PermissionError(
+                    f"the operator may not read HTTPRoute {namespace}/{name} (403): install the chart with "
+                    "trafficRouting.gatewayAPI.enabled=true, or grant get and update on "
+                    "gateway.networking.k8s.io httproutes") from exc
             raise
 
     def replace_http_route(self, namespace: str, name: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -211,6 +216,9 @@ class KubernetesCluster:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"HTTPRoute {namespace}/{name} changed since it was read") from exc
+            if exc.status == 403:
+                raise PermissionError(f"the operator may not update HTTPRoute {namespace}/{name} (403): grant "
+                                      "update on gateway.networking.k8s.io httproutes") from exc
             raise
 
     def _landed(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:

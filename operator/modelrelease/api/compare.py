@@ -32,7 +32,7 @@ class CompareSpec(WireModel):
     """How sure the comparison must be of a regression to fail the check, above 0 and below 1, over all
     runs of one canary version (each run spends part of 1 - confidence; see docs/analysis.md).
     Default 0.99."""
-    min_effect: Annotated[float, Field(ge=0, le=10)] | None = None
+    min_effect: Annotated[float, Field(gt=0, le=10)] | None = None
     """The smallest change counted as a regression. mann-whitney: relative to the stable's median, e.g.
     0.1 for 10% (default 0.1). proportions: in points of the rate, e.g. 0.02 for 2 points, 1% to 3%
     errors (default 0.01). A smaller change, however certain, passes; and the check waits for enough

@@ -120,7 +120,12 @@ def judge(
 def _combine(parts: list[CheckRecord]) -> CheckRecord:
     """A check with bounds and a comparison: the worse verdict, both reasons, the bound's values."""
     bound, compared = parts
-    verdict = max((bound.verdict, compared.verdict), key=lambda v: _SEVERITY[v])
+    if bound.verdict == "Skipped":
+        verdict = compared.verdict
+    elif compared.verdict == "Skipped":
+        verdict = bound.verdict
+    else:
+        verdict = max((bound.verdict, compared.verdict), key=lambda v: _SEVERITY[v])
     return bound.model_copy(update=dict(
         verdict=verdict, reason=f"bounds: {bound.reason}; compare: {compared.reason}",
         comparison=compared.comparison))

@@ -8,14 +8,15 @@ Two tests, both one-sided in the check's direction (two-sided for ``either``):
 
 A run fails the check only when the test is significant *and* the effect is at least ``minEffect`` in
 the regression's direction: a tiny, certain difference is no regression. A run passes only once the
-samples could have shown a ``minEffect`` regression (80% power at this run's alpha); before that it is
-Inconclusive and says how many canary samples are needed.
+samples could have shown a ``minEffect`` regression (80% power at the first run's alpha) and the
+difference seen is smaller than one; before that it is Inconclusive and says how many canary samples
+are needed.
 
 The confidence holds for a canary version, not for one run: runs repeat the test on growing evidence,
 so run k may spend only ``(1 - confidence) * 6 / (pi^2 k^2)`` of the error budget (the terms sum to
 1 - confidence), shared equally by the run's deciding comparisons. A canary equal to the stable
 therefore fails with probability below 1 - confidence however many runs and checks it gets, the price
-being that later runs need a little more evidence.
+being that later runs need stronger evidence to fail a canary.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def _finish(spec: CompareSpec, record: ComparisonRecord, p_value: float, effect:
     found = f"canary {direction} than stable by {size} (p={p_value:.2g}, alpha {record.alpha:.2g})"
     if p_value < record.alpha and _regresses(effect, spec):
         return ComparisonVerdict("Fail", found, record, *centers)
+    if _regresses(effect, spec):
+        # As large as a regression, not yet certain: neither a pass nor a failure, whatever the count.
+        why = f"{found}: a regression's size, not yet significant"
+        if n_canary < needed:
+            why = f"{found}; " + _waiting(spec, n_canary, record.stable_samples, needed,
+                                          "a regression's size, not yet significant")
+        return ComparisonVerdict("Inconclusive", why, record, *centers)
     if n_canary < needed:
         why = "no regression seen yet" if p_value >= record.alpha else "a difference below minEffect so far"
         return ComparisonVerdict("Inconclusive", _waiting(spec, n_canary, record.stable_samples, needed, why),
@@ -115,14 +123,16 @@ def _finish(spec: CompareSpec, record: ComparisonRecord, p_value: float, effect:
 
 
 def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence[float], run: int,
-                    comparisons: int = 1) -> ComparisonVerdict:
-    """Judge the canary's samples against the stable's with a Mann-Whitney U test."""
+                    comparisons: int = 1, medians: tuple[float, float] | None = None) -> ComparisonVerdict:
+    """Judge the canary's samples against the stable's with a Mann-Whitney U test. ``medians`` replaces
+    the samples' own (a histogram's, interpolated within buckets, are finer than its bucket bounds)."""
     c = [float(v) for v in canary if math.isfinite(v)]
     s = [float(v) for v in stable if math.isfinite(v)]
     alpha = alpha_for_run(spec.confidence, run, comparisons)
+    planned = alpha_for_run(spec.confidence, 1, comparisons)
     record = ComparisonRecord(test=spec.test, alpha=alpha, canary_samples=len(c), stable_samples=len(s))
     ratio = len(s) / len(c) if c and s else 1.0
-    fewest = _fewest_for_significance(alpha, spec.direction, ratio)
+    fewest = _fewest_for_significance(planned, spec.direction, ratio)
     if len(c) < fewest or len(s) < _MIN_SAMPLES:
         record = record.model_copy(update={"needed_samples": fewest})
         return ComparisonVerdict("Inconclusive", _waiting(spec, len(c), len(s), fewest, "waiting for samples"),
@@ -130,11 +140,15 @@ def compare_samples(spec: CompareSpec, canary: Sequence[float], stable: Sequence
     alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[spec.direction]
     result = stats.mannwhitneyu(c, s, alternative=alternative)
     p_value = float(result.pvalue) if math.isfinite(result.pvalue) else 1.0  # all values tied: no evidence
-    median_c, median_s = float(stats.scoreatpercentile(c, 50)), float(stats.scoreatpercentile(s, 50))
+    median_c, median_s = medians or (float(stats.scoreatpercentile(c, 50)), float(stats.scoreatpercentile(s, 50)))
     effect = relative_effect(median_c, median_s)
     spread = statistics.stdev(s)
-    needed = max(fewest, _needed_canary(_ARE * spread**2, ratio, spec.effect_floor * abs(median_s),
-                                        _z_alpha(alpha, spec.direction)))
+    # The evidence a pass needs is planned at the first run's alpha: a window of fixed length holds no
+    # more samples at run 20 than at run 2, so a need that grew with every run would never be met. A
+    # stable median of 0 leaves no relative effect to plan for; its spread stands in.
+    scale = abs(median_s) if median_s != 0 else spread
+    needed = max(fewest, _needed_canary(_ARE * spread**2, ratio, spec.effect_floor * scale,
+                                        _z_alpha(planned, spec.direction)))
     record = record.model_copy(update={"statistic": float(result.statistic), "p_value": p_value,
                                        "effect": _finite_or_none(effect), "needed_samples": needed})
     return _finish(spec, record, p_value, effect, len(c), needed, (median_c, median_s))
@@ -166,8 +180,30 @@ def histogram_samples(buckets: Sequence[tuple[float, float]]) -> list[float]:
 
 def compare_histograms(spec: CompareSpec, canary: Sequence[tuple[float, float]],
                        stable: Sequence[tuple[float, float]], run: int, comparisons: int = 1) -> ComparisonVerdict:
-    """Judge two histograms by their observations: a Mann-Whitney U test of bucket bounds, ties and all."""
-    return compare_samples(spec, histogram_samples(canary), histogram_samples(stable), run, comparisons)
+    """Judge two histograms by their observations: a Mann-Whitney U test of bucket bounds, ties and all;
+    the effect compares medians interpolated within their buckets, as histogram_quantile() does, so a
+    median near a bucket's edge does not jump a whole bucket."""
+    medians = (histogram_median(canary), histogram_median(stable))
+    known = None if None in medians else (float(medians[0]), float(medians[1]))  # type: ignore[arg-type]
+    return compare_samples(spec, histogram_samples(canary), histogram_samples(stable), run, comparisons, known)
+
+
+def histogram_median(buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The median of cumulative bucket counts, linear within its bucket (from 0, or the bucket below);
+    a median in the +Inf bucket is the largest finite bound. None without observations."""
+    ordered = sorted((bound, count) for bound, count in buckets if math.isfinite(count))
+    total = max((count for _, count in ordered), default=0.0)
+    if total <= 0:
+        return None
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= total / 2:
+            if not math.isfinite(bound):
+                return lower_bound
+            share = (total / 2 - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, max(lower_count, count)
+    return lower_bound
 
 
 def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: float, stable_rate: float,
@@ -192,7 +228,8 @@ def compare_proportions(spec: CompareSpec, canary_rate: float, canary_trials: fl
     delta = spec.effect_floor
     shifted = min(1.0, p2 + delta) if spec.direction != "decrease" else max(0.0, p2 - delta)
     variance = (shifted * (1 - shifted) + p2 * (1 - p2) * (n1 / n2)) / (1 + n1 / n2)
-    needed = max(_MIN_TRIALS, _needed_canary(variance, n2 / n1, delta, _z_alpha(alpha, spec.direction)))
+    planned = alpha_for_run(spec.confidence, 1, comparisons)  # as for mann-whitney: the need stays put
+    needed = max(_MIN_TRIALS, _needed_canary(variance, n2 / n1, delta, _z_alpha(planned, spec.direction)))
     record = record.model_copy(update={"statistic": z, "p_value": p_value, "effect": _finite_or_none(effect),
                                        "needed_samples": needed})
     return _finish(spec, record, p_value, effect, n1, needed, (p1, p2))

@@ -57,11 +57,32 @@ def desired_route(spec: ModelReleaseSpec, status: ModelReleaseStatus, observatio
         return None
     if status.stable is None or status.canary is None or status.phase in CANARY_WITHDRAWN_PHASES:
         return RouteState.stable_only()
-    if status.phase == "Promoting" and promoted_stable_ready(spec, status, observations):
-        # The stable now serves the new version everywhere: take traffic off the canary, then its pods.
+    if status.phase == "Promoting" and (status.route_released_at is not None
+                                        or promoted_stable_ready(spec, status, observations)):
+        # The stable serves the new version everywhere: take traffic off the canary, then its pods. Once
+        # let go, never back: a stable pod turning unready later must not send users to a canary that
+        # is going or gone.
         return RouteState.stable_only()
     header, mirror = _step_routes(spec, status)
-    return RouteState(status.canary_weight, header, mirror)
+    wanted = RouteState(status.canary_weight, header, mirror)
+    seen = observations.route.state if observations.route is not None else None
+    if seen is not None and _grows(seen, wanted) and not _canary_ready(spec, status, observations):
+        # A Service sends only to ready pods; a route sends its share whatever stands behind it. More
+        # canary traffic waits until the canary's pods for this step are ready (less never waits).
+        return seen
+    return wanted
+
+
+def _grows(seen: RouteState, wanted: RouteState) -> bool:
+    """Whether ``wanted`` sends the canary anything ``seen`` does not."""
+    return (wanted.canary_weight > seen.canary_weight or (wanted.header is not None and wanted.header != seen.header)
+            or (wanted.mirror_percent or 0) > (seen.mirror_percent or 0))
+
+
+def _canary_ready(spec: ModelReleaseSpec, status: ModelReleaseStatus, observations: Observations) -> bool:
+    canary = observations.deployments.get("canary")
+    return (status.canary is not None and canary is not None and canary.version == status.canary.id
+            and canary.ready >= canary_pods(spec, status))
 
 
 def canary_pods(spec: ModelReleaseSpec, status: ModelReleaseStatus) -> int:

@@ -85,9 +85,9 @@ def _converge_route(draft: Draft) -> None:
             draft.actions.append(EnsureService(track))  # type: ignore[arg-type]
     if seen.problem is None and seen.state != wanted:
         draft.actions.append(SetRoute(wanted))
-    # When the canary last stopped getting anything: its pods go scaleDownDelay later (also after a
-    # restart, or a route someone else set to the stable: the clock starts when it is first seen so).
-    let_go = not wanted.canary_reachable and (seen.problem is None or seen.state is None)
+    # When the canary last stopped getting anything: its pods go scaleDownDelay later (the clock also
+    # starts after a restart, and for a route that cannot be used: nothing could be taken back there).
+    let_go = not wanted.canary_reachable
     if let_go and draft.status.route_released_at is None:
         draft.set(route_released_at=draft.now_iso)
     elif not let_go and draft.status.route_released_at is not None:
@@ -179,16 +179,20 @@ def requeue_after(draft: Draft) -> float | None:
     status, spec, now = draft.status, draft.spec, draft.now
     if status.phase in MOVING_REPLICAS_PHASES or status.phase == "Pending":
         return 2.0  # replicas are moving, or a stage is about to start: look again soon
+    goes = routing.canary_goes_at(spec, status)
+    canary_seen = draft.observed.deployments.get("canary")
+    pending_scale_down = goes is not None and goes > now and canary_seen is not None and canary_seen.replicas > 0
     if status.phase not in ACTIVE_PHASES:
-        return None  # ended or held: only a change (spec, action, child object) wakes the release
+        # Ended or held: only a change (spec, action, child object) wakes the release, or the end of a
+        # let-go canary's scaleDownDelay (after an undo, say).
+        return max(1.0, (goes - now).total_seconds()) if pending_scale_down and goes is not None else None
     moments: list[datetime] = []
     ends = step_ends_at(spec, status) if status.phase == "Progressing" else None
     if ends is not None:
         moments.append(ends)
     if status.canary is not None and spec.analysis.checks:
         moments.append(next_analysis_at(spec, status))
-    goes = routing.canary_goes_at(spec, status)
-    if goes is not None and goes > now:
+    if pending_scale_down and goes is not None:
         moments.append(goes)
     if status.phase == "Training":
         return min([15.0, *[max(1.0, (m - now).total_seconds()) for m in moments]])

@@ -12,7 +12,7 @@ import logging
 
 from modelrelease.adapters.kubernetes import Cluster
 from modelrelease.api.spec import ModelReleaseSpec
-from modelrelease.core.route_state import RouteObservation, RouteState
+from modelrelease.core.route_state import HeaderMatch, RouteObservation, RouteState
 from modelrelease.manifests.routing import RouteProblem, confirm_written, observed_state, route_with
 
 log = logging.getLogger(__name__)
@@ -24,15 +24,34 @@ def observe_route(cluster: Cluster, spec: ModelReleaseSpec, namespace: str, rele
     if routing is None:
         return None
     name = routing.gateway_api.http_route
-    route = cluster.get_http_route(namespace, name)
+    try:
+        route = cluster.get_http_route(namespace, name)
+    except PermissionError as denied:
+        return RouteObservation(name, problem=str(denied))
     if route is None:
         return RouteObservation(name, problem=(
             f"no HTTPRoute {name} in namespace {namespace}: create it (with a rule whose backendRef is Service "
             f"{release}-stable) or fix serving.trafficRouting.gatewayAPI.httpRoute"))
     try:
-        return RouteObservation(name, state=observed_state(route, release, routing.gateway_api.rule))
+        state = observed_state(route, release, routing.gateway_api.rule)
+        for wanted in _states_of_steps(spec):
+            # Every step's route must be writable into this route (a header rule needs the owned rules
+            # to agree on their filters, the rule limits...): found now, not when the step comes.
+            route_with(route, release, routing.gateway_api.rule, spec.serving.port, wanted)
     except RouteProblem as problem:
         return RouteObservation(name, problem=str(problem))
+    return RouteObservation(name, state=state)
+
+
+def _states_of_steps(spec: ModelReleaseSpec) -> set[RouteState]:
+    """The route states the spec's steps ask for (by weight, header route and mirror)."""
+    states = {RouteState.stable_only()}
+    for stage in spec.stages:
+        for step in stage.steps:
+            header = (HeaderMatch(step.header_route.name, step.header_route.value, step.header_route.match)
+                      if step.header_route else None)
+            states.add(RouteState(step.weight, header, step.mirror.percent if step.mirror else None))
+    return states
 
 
 def set_route(cluster: Cluster, spec: ModelReleaseSpec, namespace: str, release: str, state: RouteState) -> None:
@@ -66,5 +85,6 @@ def restore_route(cluster: Cluster, spec: ModelReleaseSpec, namespace: str, rele
     A route that is gone, or no longer references the release, needs nothing."""
     try:
         set_route(cluster, spec, namespace, release, RouteState.stable_only())
-    except RouteProblem as problem:
-        log.info("HTTPRoute of %s/%s left as it is: %s", namespace, release, problem)
+    except (RouteProblem, PermissionError) as problem:
+        # Nothing the operator could do would change this; the deletion must not hang on it.
+        log.warning("HTTPRoute of %s/%s left as it is: %s", namespace, release, problem)
