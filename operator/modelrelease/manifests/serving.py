@@ -92,39 +92,32 @@ def build_deployment(
 
 
 def build_service(spec: ModelReleaseSpec, owner: dict[str, Any]) -> dict[str, Any]:
+    """``<release>``: both tracks answer, so traffic splits in proportion to ready pods."""
     release = owner["metadata"]["name"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": release,
-            "namespace": owner["metadata"].get("namespace"),
-            "labels": labels(release),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            # Both tracks answer: traffic splits in proportion to ready pods.
-            "selector": {LABEL_RELEASE: release, LABEL_COMPONENT: "server"},
-            "ports": [{"name": "http", "port": spec.serving.port, "targetPort": spec.serving.port}],
-        },
-    }
+    return _service(spec, owner, release, labels(release), {LABEL_RELEASE: release, LABEL_COMPONENT: "server"})
 
 
 def build_track_service(spec: ModelReleaseSpec, owner: dict[str, Any], track: str) -> dict[str, Any]:
-    """``<release>-<track>``: one track's pods only, the backend an HTTPRoute weighs against the other."""
+    """``<release>-<track>``: one track's pods only, the backend an HTTPRoute weighs against the other
+    (the route, not the pod count, decides each track's share)."""
     release = owner["metadata"]["name"]
+    return _service(spec, owner, track_service_name(release, track), labels(release, **{LABEL_TRACK: track}),
+                    {LABEL_RELEASE: release, LABEL_TRACK: track, LABEL_COMPONENT: "server"})
+
+
+def _service(spec: ModelReleaseSpec, owner: dict[str, Any], name: str, object_labels: dict[str, str],
+             selector: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": track_service_name(release, track),
+            "name": name,
             "namespace": owner["metadata"].get("namespace"),
-            "labels": labels(release, **{LABEL_TRACK: track}),
+            "labels": object_labels,
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": {
-            # The route, not the pod count, decides each track's share.
-            "selector": {LABEL_RELEASE: release, LABEL_TRACK: track, LABEL_COMPONENT: "server"},
+            "selector": selector,
             "ports": [{"name": "http", "port": spec.serving.port, "targetPort": spec.serving.port}],
         },
     }
