@@ -74,6 +74,9 @@ def test_killed_while_rolling_back_it_still_rolls_back_once(harness: Harness):
     harness.rollout.hold = True  # the stable scale-up waits, so RollingBack lasts
     harness.prometheus.set("error_rate", canary=0.9, stable=0.0)
     harness.wait_phase("digits", "RollingBack")
+    # The rollback's Event is posted after the status write that records it (so never twice); let it land,
+    # then kill the operator in the middle of rolling back.
+    harness.wait_events("AnalysisFailed")
     harness.restart_operator()
     harness.rollout.hold = False
     for namespace, name in harness.rollout.holding():
