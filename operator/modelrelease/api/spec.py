@@ -13,10 +13,13 @@ from pydantic import Field, model_validator
 from modelrelease.api.base import Duration, WireModel, dns_label, parse_duration
 from modelrelease.api.compare import CompareSpec, compare_problem
 from modelrelease.api.routing import CanaryScale, HeaderRoute, MirrorRoute, TrafficRouting, routing_problems
+from modelrelease.api.training_rules import resources_problem, worker_problems
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import template_errors
 
 DEFAULT_IMAGE = "ghcr.io/modelrelease/trainer:0.1.0"
+MAX_WORKERS = 64
+"""The most training pods of one stage: one Indexed Job's pods, whose hostnames end in -<index>."""
 GateMetric = Literal["accuracy", "precision", "recall", "f1", "loss"]
 LOWER_IS_BETTER = frozenset({"loss"})
 # What a model version is made of: a change here trains and releases again from the first stage.
@@ -96,6 +99,13 @@ class Resources(WireModel):
     """Most the container may use, as Kubernetes quantities; GPUs go here, e.g.
     {"nvidia.com/gpu": 1, "memory": "8Gi"}. Default none."""
 
+    @model_validator(mode="after")
+    def _schedulable(self) -> Resources:
+        problem = resources_problem(self.requests, self.limits)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 class TrainingOverrides(WireModel):
     """Settings a stage may override; unset fields fall back to spec.training."""
@@ -133,6 +143,11 @@ class TrainingOverrides(WireModel):
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """Seconds a training Job may run, wall clock, at least 1; then it fails without retries. Unset in a
     stage: spec.training.activeDeadlineSeconds."""
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | None = None
+    """Training pods of the stage, 1 to 64, each with the resources above. Above 1 the Job is an Indexed Job
+    of that many pods that train together (TensorFlow's MultiWorkerMirroredStrategy), found through a
+    headless Service; their model volume must be shared (a ReadWriteMany claim, or hostPath on one node).
+    Unset in a stage: spec.training.workers."""
 
 
 class TrainingDefaults(TrainingOverrides):
@@ -146,6 +161,11 @@ class TrainingDefaults(TrainingOverrides):
     active_deadline_seconds: Annotated[int, Field(ge=1)] = 3600
     """Seconds a training Job may run, wall clock, at least 1; then it fails without retries.
     Default 3600."""
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
+    """Training pods of each stage, 1 to 64, each with the resources above. Above 1 the Job is an Indexed
+    Job of that many pods that train together (TensorFlow's MultiWorkerMirroredStrategy), found through a
+    headless Service; their model volume must be shared (a ReadWriteMany claim, or hostPath on one node).
+    Default 1."""
 
 
 class Optimizer(WireModel):
@@ -480,7 +500,7 @@ class ModelReleaseSpec(WireModel):
                 "analysis.checks are required when a step has a weight below 100: "
                 "without them nothing judges the canary before it takes all traffic"
             )
-        problems = routing_problems(self)
+        problems = routing_problems(self) + worker_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         partial = any(0 < w < 100 for w in weights)

@@ -55,6 +55,31 @@ class StatusModel(WireModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Hyperparameters(StatusModel):
+    """The settings a version was trained with, as the trainer received them."""
+
+    epochs: int
+    """Training epochs."""
+    batch_size: int
+    """Examples per global batch (all workers together)."""
+    optimizer: str
+    """adam, adamw or sgd."""
+    learning_rate: float
+    """The optimizer's learning rate."""
+    weight_decay: float
+    """The optimizer's weight decay."""
+    seed: int
+    """Random seed of the split, the initial weights and the shuffling."""
+    eval_fraction: float
+    """Share of the data held out for the offline metrics."""
+    init_from: str
+    """previous (continued from its parent) or none (from scratch)."""
+    mixed_precision: str
+    """auto, on or off, as asked."""
+    workers: int
+    """Training pods that trained it together."""
+
+
 class ModelVersion(StatusModel):
     id: str
     """Version id: the model's content hash, sha256:<64 hex digits>, or for a prebuilt model uri:<sha256 of its
@@ -75,6 +100,16 @@ class ModelVersion(StatusModel):
     """Id of the version this one was trained from (lineage); unset when trained from scratch or prebuilt."""
     data_source: str | None = None
     """The data source the trainer read (the stage's training.data); unset for a prebuilt model."""
+    data_hash: str | None = None
+    """Content hash of the training data as the trainer read it: md5:<hex> for a file and md5:<hex>.dir for a
+    folder (as DVC computes them), sha256:<hex> of the arrays of a built-in source; unset for a prebuilt model."""
+    image: str | None = None
+    """Trainer image that trained it: by digest (name@sha256:...) when the node reported one, else as given."""
+    hyperparameters: Hyperparameters | None = None
+    """Every setting the model was trained with; unset for a prebuilt model."""
+    resumed_from_epoch: int | None = None
+    """Epochs already done when the final training pod started (it resumed from its checkpoint); 0 for an
+    uninterrupted run, unset for a prebuilt model."""
     job_name: str | None = None
     """Name of the Job that trained it; unset for a prebuilt model."""
     released_at: str | None = None

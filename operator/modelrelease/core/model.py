@@ -27,6 +27,8 @@ class JobObservation:
     pod_pending: bool = False
     """The Job finished but its pod's final state has not been seen yet: the result (or the exit code)
     is on its way through another watch."""
+    image_digest: str | None = None
+    """The trainer image the (chief) pod ran, name@sha256:..., when the node reported its digest."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,14 @@ class Observations:
     deployments: Mapping[str, DeploymentObservation] = field(default_factory=dict)
     service_exists: bool = False
     analysis: AnalysisRun | None = None
+    """This pass's analysis run (the core's request and the readings), or None when none was due."""
     route: RouteObservation | None = None
     """The HTTPRoute, with serving.trafficRouting; None without."""
     track_services: frozenset[str] = frozenset()
     """The tracks whose own Service exists (<release>-stable, <release>-canary), with traffic routing."""
-    """This pass's analysis run (the core's request and the readings), or None when none was due."""
+    unserved_worker_jobs: tuple[Mapping[str, Any], ...] = ()
+    """Running multi-worker Jobs (as read) whose headless Service is missing. Not for the planner: the runtime
+    recreates those Services after it carried out the plan."""
 
 
 @dataclass(frozen=True)

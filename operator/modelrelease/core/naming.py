@@ -31,11 +31,28 @@ def _short(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
 
 
-def job_name(release: str, stage: str, attempt: int, run: int, spec_digest: str) -> str:
-    """<release>-<stage>-<hash>, at most 63 characters (Jobs label their pods with this name)."""
+def job_name(release: str, stage: str, attempt: int, run: int, spec_digest: str, workers: int = 1) -> str:
+    """<release>-<stage>-<hash>, at most 63 characters (Jobs label their pods with this name).
+
+    A multi-worker Job's pods are named by the host <job>-<index>, a DNS label of at most 63 characters, so its
+    name is at most 60 and has no dots."""
     suffix = _short(spec_digest, stage, str(attempt), str(run))
+    if workers > 1:
+        head = f"{release[:20].replace('.', '-').rstrip('-')}-{stage[:28].rstrip('-')}"
+        return f"{head}-{suffix}"
     head = f"{release[:24].rstrip('-')}-{stage[:30].rstrip('-')}"
     return f"{head}-{suffix}"
+
+
+def worker_service_name(job: str) -> str:
+    """The headless Service of a multi-worker Job: the Job's name, which a Service needs to start with a letter."""
+    return job if job[:1].isalpha() else f"w{job}"
+
+
+def worker_hosts(job: str, namespace: str, workers: int, port: int) -> list[str]:
+    """Each worker's address: its pod's stable DNS name under the headless Service, by completion index."""
+    service = worker_service_name(job)
+    return [f"{job}-{index}.{service}.{namespace}.svc:{port}" for index in range(workers)]
 
 
 def deployment_name(release: str, track: str) -> str:

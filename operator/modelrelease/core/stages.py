@@ -13,6 +13,7 @@ from modelrelease.api.status import UNFINISHED_STAGE_PHASES, AnalysisRecord, Mod
 from modelrelease.core import routing
 from modelrelease.core.draft import Draft
 from modelrelease.core.gates import evaluate_gates
+from modelrelease.core.lineage import lineage, training_setting
 from modelrelease.core.model import CreateJob, DeleteJob
 from modelrelease.core.naming import job_name, uri_version_id, version_name
 from modelrelease.core.timestamps import parse_timestamp as parse_time
@@ -62,7 +63,8 @@ def _start_stage(draft: Draft) -> None:
         draft.set_record(started_at=draft.now_iso, version=prebuilt)
         _deploy_candidate(draft, prebuilt)
         return
-    name = job_name(draft.release, stage.name, record.attempt, draft.status.run, draft.status.spec_hash or "")
+    name = job_name(draft.release, stage.name, record.attempt, draft.status.run, draft.status.spec_hash or "",
+                    workers=training_setting(draft.spec, stage, "workers"))
     if name not in draft.observed.jobs:
         draft.actions.append(_create_job(draft, name))
     draft.set_record(phase="Training", job_name=name, started_at=draft.now_iso)
@@ -105,7 +107,7 @@ def _follow_training(draft: Draft) -> None:
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=job.reason)
         roll_back(draft, "TrainingFailed", f"stage {stage.name}: training job {job.name} failed: {job.reason}")
         return
-    candidate = _version_from_result(draft, job.result)
+    candidate = _version_from_result(draft, job.result, job.image_digest)
     if candidate is None:
         message = f"stage {stage.name}: job {job.name} succeeded but left no valid result"
         draft.set_record(phase="Failed", finished_at=draft.now_iso, message=message)
@@ -129,7 +131,8 @@ def _follow_training(draft: Draft) -> None:
     _deploy_candidate(draft, candidate)
 
 
-def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> ModelVersion | None:
+def _version_from_result(draft: Draft, result: Mapping[str, Any] | None,
+                         image_digest: str | None = None) -> ModelVersion | None:
     if not result or not result.get("ok") or not isinstance(result.get("version"), str):
         return None
     metrics = result.get("metrics")
@@ -151,6 +154,7 @@ def _version_from_result(draft: Draft, result: Mapping[str, Any] | None) -> Mode
         parent=parent.id if parent else None,
         data_source=result.get("dataSource"),
         job_name=draft.record.job_name,
+        **lineage(draft.spec, stage, result, image_digest),
     )
 
 

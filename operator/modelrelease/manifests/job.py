@@ -15,6 +15,7 @@ from modelrelease.manifests.common import (
     pod_security_context,
     tmp_volume,
 )
+from modelrelease.manifests.workers import add_workers
 
 # The trainer's documented exit codes: bad configuration and bad data never get better on retry.
 EXIT_BAD_CONFIG = 64
@@ -27,6 +28,14 @@ TTL_AFTER_FINISHED = 7 * 24 * 3600
 def _setting(stage: Stage, defaults: TrainingDefaults, name: str) -> Any:
     own = getattr(stage.training, name) if stage.training else None
     return own if own is not None else getattr(defaults, name)
+
+
+def build_job(spec: ModelReleaseSpec, owner: dict[str, Any], action: CreateJob) -> dict[str, Any]:
+    """The stage's training Job: one pod, or an Indexed Job of training.workers pods."""
+    stage = next(s for s in spec.stages if s.name == action.stage)
+    job = _single_worker_job(spec, owner, action)
+    workers = _setting(stage, spec.training, "workers")
+    return add_workers(job, workers) if workers > 1 else job
 
 
 def trainer_args(spec: ModelReleaseSpec, stage: Stage, action: CreateJob) -> list[str]:
@@ -52,7 +61,7 @@ def trainer_args(spec: ModelReleaseSpec, stage: Stage, action: CreateJob) -> lis
     return args + list(_setting(stage, spec.training, "args") or [])
 
 
-def build_job(spec: ModelReleaseSpec, owner: dict[str, Any], action: CreateJob) -> dict[str, Any]:
+def _single_worker_job(spec: ModelReleaseSpec, owner: dict[str, Any], action: CreateJob) -> dict[str, Any]:
     release = owner["metadata"]["name"]
     stage = next(s for s in spec.stages if s.name == action.stage)
     defaults = spec.training

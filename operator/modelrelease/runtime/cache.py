@@ -28,7 +28,9 @@ def trim(kind: str, body: Mapping[str, Any]) -> Object:
     """The part of a child object the observers read (keeps the indexes small at thousands of releases)."""
     meta = body.get("metadata") or {}
     if kind == "Job":
-        return {"metadata": _pick(meta, "name", "labels"), "status": copy.deepcopy(body.get("status") or {})}
+        # namespace and uid: a multi-worker Job's headless Service is owned by it (runtime.execute).
+        return {"metadata": _pick(meta, "name", "namespace", "uid", "labels"),
+                "status": copy.deepcopy(body.get("status") or {})}
     if kind == "Pod":
         status = body.get("status") or {}
         return {"metadata": _pick(meta, "name", "labels", "creationTimestamp"),

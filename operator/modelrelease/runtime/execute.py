@@ -6,7 +6,7 @@ a pass whose status patch loses a race is planned again, and must not have annou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelrelease.adapters.kubernetes import Cluster
@@ -16,6 +16,7 @@ from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJo
 from modelrelease.core.naming import deployment_name, serving_hash
 from modelrelease.manifests.job import build_job
 from modelrelease.manifests.serving import build_deployment, build_service, build_track_service, pod_template
+from modelrelease.manifests.workers import build_worker_service, workers_of
 from modelrelease.runtime.route import set_route
 
 EmitFn = Callable[[str, str, str], None]
@@ -27,7 +28,9 @@ def execute(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], act
     release = owner["metadata"]["name"]
     for action in actions:
         if isinstance(action, CreateJob):
-            cluster.create(build_job(spec, owner, action))
+            job = cluster.create(build_job(spec, owner, action))
+            if workers_of(job) > 1:  # the Job first: the Service is its child, deleted with it
+                cluster.create(build_worker_service(job))
         elif isinstance(action, DeleteJob):
             cluster.delete("Job", namespace, action.name)
         elif isinstance(action, ApplyDeployment):
@@ -69,3 +72,11 @@ def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str,
         "metadata": {"annotations": {ANNOTATION_SERVING_HASH: settings}},
         "spec": {"replicas": action.replicas, "template": wanted_template},
     })
+
+
+
+def ensure_worker_services(cluster: Cluster, jobs: tuple[Mapping[str, Any], ...]) -> None:
+    """Give each running multi-worker Job its headless Service back: an operator stopped between the Job's
+    creation and its Service's would otherwise leave the workers unable to find each other."""
+    for job in jobs:
+        cluster.create(build_worker_service(dict(job)))

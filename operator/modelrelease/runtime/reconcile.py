@@ -18,9 +18,9 @@ from modelrelease.core.model import DeploymentObservation, Observations
 from modelrelease.core.naming import track_service_name
 from modelrelease.core.planner import plan
 from modelrelease.core.timestamps import format_timestamp
-from modelrelease.runtime.execute import EmitFn, emit_events, execute
+from modelrelease.runtime.execute import EmitFn, emit_events, ensure_worker_services, execute
 from modelrelease.runtime.measure import read_run
-from modelrelease.runtime.observe import observe_deployment, observe_job
+from modelrelease.runtime.observe import observe_deployment, observe_job, unserved_worker_jobs
 from modelrelease.runtime.route import observe_route
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def _drop_nulls_in_lists(value: Any, in_list: bool = False) -> Any:
 def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus, namespace: str, release: str,
             providers: ProviderFactory, now: datetime) -> Observations:
     pods = cluster.list_owned("Pod", namespace, release)
-    jobs = {j["metadata"]["name"]: observe_job(j, pods) for j in cluster.list_owned("Job", namespace, release)}
+    listed_jobs = cluster.list_owned("Job", namespace, release)
+    jobs = {j["metadata"]["name"]: observe_job(j, pods) for j in listed_jobs}
     deployments: dict[str, DeploymentObservation] = {}
     for item in cluster.list_owned("Deployment", namespace, release):
         seen = observe_deployment(item)
@@ -80,7 +81,8 @@ def observe(cluster: Cluster, spec: ModelReleaseSpec, status: ModelReleaseStatus
                 close()
     track_services = frozenset(t for t in ("stable", "canary") if track_service_name(release, t) in services)
     return Observations(jobs=jobs, deployments=deployments, service_exists=release in services, analysis=run,
-                        route=observe_route(cluster, spec, namespace, release), track_services=track_services)
+                        route=observe_route(cluster, spec, namespace, release), track_services=track_services,
+                        unserved_worker_jobs=unserved_worker_jobs(listed_jobs, services))
 
 
 def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str, name: str, now: datetime,
@@ -104,6 +106,7 @@ def reconcile_once(cluster: Cluster, providers: ProviderFactory, namespace: str,
     if defer_routine_runs and routine:
         return PassResult(result.requeue_after, False, current, result.status, None, spec, deferred=True)
     execute(cluster, spec, obj, result.actions)
+    ensure_worker_services(cluster, observed.unserved_worker_jobs)
     written = None
     if result.status != current:
         written = cluster.patch_release_status(namespace, name, obj["metadata"]["resourceVersion"],
