@@ -46,7 +46,8 @@ class CompareSpec(WireModel):
     samples: Literal["values", "histogram"] = "values"
     """mann-whitney: what a sample is. values: every value of the query's range (see step). histogram:
     every observation of a histogram over the window, at its bucket's upper bound; the check's query (or
-    its preset's bucket query: latency-p99, confidence) returns the buckets' counts by le, e.g.
+    its preset's bucket query: latency-p99, confidence, tfserving-latency-p99) returns the buckets' counts by le,
+    e.g.
     sum by (le) (increase(x_bucket{track="{{ track }}"}[{{ interval }}])) with {{ interval }} the window.
     Default values."""
     step: Duration | None = None
@@ -99,8 +100,8 @@ def compare_problem(compare: CompareSpec, query: str, sample_query: str | None, 
         if compare.test != "mann-whitney":
             return "compare.samples histogram is for test mann-whitney; proportions compare rates of counts"
         if preset is not None and buckets_query is None:
-            return (f"compare.samples histogram: preset {preset} reads no histogram; use it with latency-p99 or "
-                    "confidence, or give a query returning bucket counts by le")
+            return (f"compare.samples histogram: preset {preset} reads no histogram; use it with latency-p99, "
+                    "confidence or tfserving-latency-p99, or give a query returning bucket counts by le")
         if preset is None and "le" not in query:
             return ("compare.samples histogram: the query must return a histogram's bucket counts by le, e.g. "
                     "sum by (le) (increase(x_bucket{track=\"{{ track }}\"}[{{ interval }}]))")

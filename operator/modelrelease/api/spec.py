@@ -341,8 +341,9 @@ class AnalysisCheck(WireModel):
     name: Annotated[str, dns_label(40), Field(max_length=40)]
     """Check name, unique among checks: lower-case letters, digits and '-', at most 40 characters."""
     preset: Annotated[str, Field(max_length=63)] | None = None
-    """A named check for the reference server: error-rate, latency-p99, confidence, online-accuracy.
-    Exactly one of preset and query."""
+    """A named check: for the reference server error-rate, latency-p99, confidence, online-accuracy; for
+    TensorFlow Serving tfserving-error-rate, tfserving-latency-p99 (docs/tf-serving.md). Exactly one of preset
+    and query."""
     query: str | None = None
     """PromQL template returning one number; variables {{ release }}, {{ namespace }}, {{ model }},
     {{ version }}, {{ track }} (inside double quotes) and {{ interval }} (outside quotes). Exactly one
