@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrelease_trainer import cli, data
+from modelrelease_trainer import cli, data, export
+from modelrelease_trainer.exit_codes import DataError
+from modelrelease_trainer.serving import ModelLocation, locate_model
 from modelrelease_trainer.sources import parse_source
 
 from .helpers import Run, ServerProcess, clean_env
@@ -211,4 +214,70 @@ def test_fault_injection_answers_500_to_a_share(stage1: Run) -> None:
 
 
 def test_unloadable_model_exits_65(tmp_path: Path) -> None:
+    assert cli.main(["serve", "--model", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]) == 65
+
+
+@pytest.fixture(scope="module")
+def exported(stage1: Run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder like a stage's output but without model.keras: result.json and a SavedModel base path."""
+    folder = tmp_path_factory.mktemp("exported")
+    shutil.copy(stage1.output / "result.json", folder / "result.json")
+    model = keras.saving.load_model(stage1.output / "model.keras", compile=False)
+    export.export_saved_model(model, str(folder))
+    return folder
+
+
+def test_serves_a_savedmodel_base_path_like_the_keras_model(
+    exported: Path, stage1: Run, eval_split: data.Split
+) -> None:
+    served = ServerProcess("--model", str(exported / "saved_model"), "--name", NAME)
+    try:
+        rows = eval_split.x_eval[:50]
+        status, body = predict(served, rows.tolist())
+        assert status == 200
+        model = keras.saving.load_model(stage1.output / "model.keras", compile=False)
+        expected = model.predict(rows, verbose=0)
+        assert body["classes"] == expected.argmax(axis=1).tolist()
+        np.testing.assert_allclose(np.array(body["predictions"]), expected, rtol=1e-5, atol=1e-6)
+        # The base path sits in the stage's folder, so the version is the one the trainer recorded.
+        assert body["modelVersion"] == stage1.result["version"]
+        assert predict(served, [[1.0] * 63])[0] == 400  # the width comes from the signature
+    finally:
+        assert served.stop() == 0
+
+
+def make_version(base: Path, name: str) -> Path:
+    (base / name).mkdir(parents=True)
+    (base / name / "saved_model.pb").write_bytes(b"")
+    return base / name
+
+
+def test_model_locations_resolve_as_documented(tmp_path: Path) -> None:
+    artifact = tmp_path / "stage"
+    make_version(artifact / "saved_model", "1")
+    # An artifact folder without model.keras serves its SavedModel; with one, model.keras as before.
+    assert locate_model(str(artifact)) == ModelLocation("saved_model", artifact / "saved_model" / "1", artifact)
+    (artifact / "model.keras").write_bytes(b"")
+    assert locate_model(str(artifact)) == ModelLocation("keras", artifact / "model.keras", artifact)
+    assert locate_model(str(artifact / "model.keras")).kind == "keras"
+    # A base path loads its highest integer version (10 > 9, numerically), ignoring other names.
+    base = tmp_path / "models"
+    for name in ("2", "9", "10", ".11.tmp", "latest"):
+        make_version(base, name)
+    assert locate_model(str(base)) == ModelLocation("saved_model", base / "10", base)
+    assert locate_model(str(artifact / "saved_model" / "1")).artifact_folder == artifact
+    assert locate_model(str(base / "9")) == ModelLocation("saved_model", base / "9", base / "9")
+
+
+def test_model_locations_without_a_model_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"{tmp_path} has neither model.keras nor a SavedModel"):
+        locate_model(str(tmp_path))
+    (tmp_path / "3").mkdir()  # a version folder still being written, or broken
+    make_version(tmp_path, "2")
+    with pytest.raises(DataError, match=f"highest version folder {tmp_path / '3'} has no saved_model.pb"):
+        locate_model(str(tmp_path))
+
+
+def test_unloadable_savedmodel_exits_65(tmp_path: Path) -> None:
+    make_version(tmp_path / "saved_model", "1")  # an empty saved_model.pb
     assert cli.main(["serve", "--model", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]) == 65

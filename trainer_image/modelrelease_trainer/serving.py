@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import math
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -17,7 +19,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from modelrelease_trainer import artifact
-from modelrelease_trainer.exit_codes import ConfigError
+from modelrelease_trainer.exit_codes import ConfigError, DataError
+from modelrelease_trainer.export import SAVED_MODEL_DIR
 
 log = logging.getLogger(__name__)
 # Fine-grained from 1 ms to 10 s so p99 stays readable both for a fast CPU model and an injected delay.
@@ -158,6 +161,64 @@ class PredictionLog:
             return self._entries.pop(request_id, None)
 
 
+SAVED_MODEL_FILE = "saved_model.pb"
+SERVING_SIGNATURE = "serving_default"
+_VERSION_FOLDER = re.compile(r"[0-9]+")
+_SAVED_MODEL_HASH_PREFIX = b"modelrelease-savedmodel-v1\n"
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """What --model points at, resolved: a .keras file or a SavedModel folder, and its artifact folder."""
+
+    kind: str
+    """"keras" or "saved_model"."""
+    path: Path
+    """The .keras file, or the folder holding saved_model.pb."""
+    artifact_folder: Path
+    """Where the trainer's result.json would be (the stage's --output folder)."""
+
+
+def locate_model(location: str) -> ModelLocation:
+    """Resolve --model: an artifact folder, a .keras file, a TF Serving base path or a SavedModel folder.
+
+    An artifact folder with model.keras loads that file; one without it loads its saved_model/ base path.
+    A base path (a folder of integer version folders) loads its highest version, as TensorFlow Serving does.
+    """
+    path = Path(location)
+    if not path.is_dir():  # a .keras file; a missing path gets load_model's error, as before
+        return ModelLocation("keras", artifact.model_file(path), path.parent)
+    if (path / artifact.MODEL_FILE).is_file():
+        return ModelLocation("keras", path / artifact.MODEL_FILE, path)
+    if (path / SAVED_MODEL_FILE).is_file():
+        in_base = _VERSION_FOLDER.fullmatch(path.name) and path.parent.name == SAVED_MODEL_DIR
+        return ModelLocation("saved_model", path, path.parent.parent if in_base else path)
+    version = _highest_version(path)
+    if version is not None:
+        return _version_location(version, path.parent if path.name == SAVED_MODEL_DIR else path)
+    version = _highest_version(path / SAVED_MODEL_DIR) if (path / SAVED_MODEL_DIR).is_dir() else None
+    if version is not None:
+        return _version_location(version, path)
+    raise DataError(
+        f"--model: {path} has neither {artifact.MODEL_FILE} nor a SavedModel ({SAVED_MODEL_FILE}, integer "
+        f"version folders, or {SAVED_MODEL_DIR}/); point it at a trained stage's --output folder"
+    )
+
+
+def _highest_version(base: Path) -> Path | None:
+    versions = [p for p in base.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)]
+    return max(versions, key=lambda p: int(p.name), default=None)
+
+
+def _version_location(version: Path, artifact_folder: Path) -> ModelLocation:
+    if not (version / SAVED_MODEL_FILE).is_file():
+        raise DataError(
+            f"--model: the highest version folder {version} has no {SAVED_MODEL_FILE}; "
+            "remove it or finish writing it (versions are loaded highest first, as TensorFlow Serving does)"
+        )
+    return ModelLocation("saved_model", version, artifact_folder)
+
+
 class ModelHolder:
     """Loads the model in the background, so liveness answers while TensorFlow starts."""
 
@@ -168,24 +229,89 @@ class ModelHolder:
         self.num_features = 0
         self.computed_version: str | None = None
         self._predict: Any = None
+        self._loaded: Any = None
+        """The loaded SavedModel: its signature functions only work while it is alive."""
 
     def load(self, compute_version: bool) -> None:
         import tensorflow as tf
 
-        model = artifact.load_model(self.model_path, flag="--model")
-        self.num_features = int(model.input_shape[-1])
-        spec = tf.TensorSpec(shape=(None, self.num_features), dtype=tf.float32)
-        # A traced function answers in well under a millisecond; model.predict costs tens per call.
-        self._predict = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        location = locate_model(self.model_path)
+        if location.kind == "saved_model":
+            self._load_saved_model(location.path, compute_version)
+        else:
+            model = artifact.load_model(location.path, flag="--model")
+            self.num_features = int(model.input_shape[-1])
+            spec = tf.TensorSpec(shape=(None, self.num_features), dtype=tf.float32)
+            # A traced function answers in well under a millisecond; model.predict costs tens per call.
+            self._predict = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            if compute_version:
+                self.computed_version = artifact.model_version(model)
         self._predict(tf.zeros((1, self.num_features), tf.float32))  # trace now, not on the first request
-        if compute_version:
-            self.computed_version = artifact.model_version(model)
         self.ready.set()
+
+    def _load_saved_model(self, folder: Path, compute_version: bool) -> None:
+        import tensorflow as tf
+
+        try:
+            self._loaded = tf.saved_model.load(str(folder))
+        except Exception as exc:  # TensorFlow raises many kinds for a damaged protobuf or variables
+            raise DataError(
+                f"--model: cannot load the SavedModel {folder} ({type(exc).__name__}: {exc}); it may be corrupt"
+            ) from None
+        signature = self._loaded.signatures.get(SERVING_SIGNATURE)
+        if signature is None:
+            raise DataError(
+                f"--model: the SavedModel {folder} has no {SERVING_SIGNATURE!r} signature "
+                f"(it has {', '.join(self._loaded.signatures) or 'none'}); export it with one"
+            )
+        input_name, spec = _single_input(signature, folder)
+        output_name = _probabilities_output(signature, folder)
+        self.num_features = int(spec.shape[1])
+        self._predict = lambda x: signature(**{input_name: tf.cast(x, spec.dtype)})[output_name]
+        if compute_version:
+            self.computed_version = _saved_model_version(signature)
 
     def predict(self, instances: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(instances), dtype=np.float32)
 
 
+def _single_input(signature: Any, folder: Path) -> tuple[str, Any]:
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise DataError(f"--model: the {SERVING_SIGNATURE} signature of {folder} must take one input, "
+                        f"it takes {sorted(inputs) or 'none'}")
+    ((name, spec),) = inputs.items()
+    if spec.shape.rank != 2 or spec.shape[1] is None or not spec.dtype.is_floating:
+        raise DataError(f"--model: the {SERVING_SIGNATURE} input {name!r} of {folder} must be floats of shape "
+                        f"[None, features], it is {spec.dtype.name} {spec.shape}")
+    return name, spec
+
+
+def _probabilities_output(signature: Any, folder: Path) -> str:
+    outputs = signature.structured_outputs
+    if "probabilities" in outputs:
+        return "probabilities"
+    if len(outputs) == 1:
+        return str(next(iter(outputs)))
+    raise DataError(f"--model: the {SERVING_SIGNATURE} signature of {folder} returns {sorted(outputs)}; "
+                    "name the class probabilities 'probabilities'")
+
+
+def _saved_model_version(signature: Any) -> str:
+    """A version id from a SavedModel's weights. It differs from the Keras model's id for the same weights
+    (another format); a trained stage's server reads the id from result.json instead."""
+    digest = hashlib.sha256(_SAVED_MODEL_HASH_PREFIX)
+    for variable in signature.variables:
+        array = np.ascontiguousarray(variable.numpy())
+        digest.update(f"\n{variable.name}|{array.dtype.str}|{array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def artifact_version(model_path: str) -> str | None:
-    folder = Path(model_path)
-    return artifact.recorded_version(folder if folder.is_dir() else folder.parent)
+    """The version the trainer recorded for the model --model points at, if its result.json is there."""
+    try:
+        folder = locate_model(model_path).artifact_folder
+    except (DataError, OSError):
+        return None  # the loader reports the problem
+    return artifact.recorded_version(folder)
