@@ -51,6 +51,9 @@ def _validate_pod_spec(resource: ApiResource, obj: Object) -> None:
             raise errors.invalid(resource, name, "spec.containers: name and image are required")
 
 
+INDEXED_JOB_LIMIT = 100_000  # Kubernetes' cap on an Indexed Job's completions and parallelism
+
+
 def _job_on_create(resource: ApiResource, obj: Object) -> None:
     spec = obj.setdefault("spec", {})
     name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
@@ -58,10 +61,21 @@ def _job_on_create(resource: ApiResource, obj: Object) -> None:
     if restart_policy not in ("Never", "OnFailure"):
         raise errors.invalid(resource, name, f"spec.template.spec.restartPolicy: Unsupported value:"
                              f' "{restart_policy}": supported values: "OnFailure", "Never"')
+    mode = spec.setdefault("completionMode", "NonIndexed")
+    if mode not in ("NonIndexed", "Indexed"):
+        raise errors.invalid(resource, name, f'spec.completionMode: Unsupported value: "{mode}": supported values: '
+                                             '"NonIndexed", "Indexed"')
+    if mode == "Indexed":
+        if spec.get("completions") is None:
+            raise errors.invalid(resource, name, "spec.completions: Required value: when completion mode is Indexed")
+        for field in ("completions", "parallelism"):
+            if int(spec.get(field) or 0) > INDEXED_JOB_LIMIT:
+                raise errors.invalid(resource, name, f"spec.{field}: Invalid value: {spec[field]}: must be less "
+                                                     f"than or equal to {INDEXED_JOB_LIMIT} when completion mode "
+                                                     "is Indexed")
     spec.setdefault("completions", 1)
     spec.setdefault("parallelism", 1)
     spec.setdefault("backoffLimit", 6)
-    spec.setdefault("completionMode", "NonIndexed")
     spec.setdefault("suspend", False)
     controller_labels = {
         "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,

@@ -11,6 +11,16 @@ Paths are rewritten between the container's view and this machine's (see :mod:`.
 termination message is written to a private file and read back when the process ends, with local
 paths turned back into container paths: the operator records ``artifactPath`` from it and later
 hands it to a Deployment as MODEL_PATH, which the local runner maps to this machine again.
+
+Environment variables ``valueFrom.fieldRef`` are resolved from the Pod as the kubelet's downward API
+does (an Indexed Job's JOB_COMPLETION_INDEX among them); secrets and config maps are not emulated.
+
+An Indexed Job whose trainer container has TRAINER_WORKER_HOSTS (one ``host:port`` per worker, the
+Pods' DNS names under the Job's headless Service) runs as that many trainer processes on this
+machine, which has no such names: the Job gets as many free loopback ports, kept for its uid across
+the retries of its Pods (a retried worker comes back at the address its peers know) until the Job's
+run is over, and each process gets TF_CONFIG (TensorFlow's cluster and its own task index) and
+TRAINER_WORKER_HOSTS with those loopback addresses.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import pathlib
@@ -30,11 +41,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from modelrelease_local.indexes import completion_index
 from modelrelease_local.outcomes import JobOutcome
+from modelrelease_local.ports import free_port
 from modelrelease_local.supervision import popen
 from modelrelease_local.volumes import PathMap, pod_path_map
 
-__all__ = ["ProcessJobExecutor", "TrainingProgress", "process_environment", "run_command"]
+__all__ = ["ProcessJobExecutor", "TrainingProgress", "field_value", "process_environment", "run_command",
+           "worker_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +60,9 @@ INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTUAL_EN
 POLL_INTERVAL = 0.1
 _PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
 _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)\s*$")
+_METADATA_MAP_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+WORKER_HOSTS_ENV = "TRAINER_WORKER_HOSTS"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +96,30 @@ def local_command(container: Mapping[str, Any], python: str, to_local: Callable[
     return [to_local(arg) for arg in command]
 
 
+def field_value(pod: Mapping[str, Any], path: str) -> str | None:
+    """A downward-API ``fieldRef`` of the Pod, as the kubelet resolves it (None: a path it does not offer).
+    A label or annotation the Pod lacks is the empty string; the Pod's addresses are this machine's."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    found = _METADATA_MAP_FIELD.match(path)
+    if found:
+        return str((meta.get(found[1]) or {}).get(found[2], ""))
+    simple = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"), "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName"), "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
+        "status.podIP": LOOPBACK, "status.podIPs": LOOPBACK, "status.hostIP": LOOPBACK, "status.hostIPs": LOOPBACK,
+    }
+    if path not in simple:
+        return None
+    return str(simple[path] or "")
+
+
 def process_environment(container: Mapping[str, Any], paths: PathMap,
-                        extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                        extra: Mapping[str, str] | None = None, *,
+                        pod: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The container's env (values with container paths rewritten) over the few variables the process
-    needs from this machine. ``valueFrom`` is not resolved locally: such variables are left out."""
+    needs from this machine. ``valueFrom.fieldRef`` is resolved from ``pod``; other ``valueFrom`` sources
+    (secrets, config maps, resources), and any without a Pod, are left out with a warning."""
     env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
     env["PYTHONUNBUFFERED"] = "1"  # the log streams as the process writes it
     env.update(extra or {})
@@ -90,8 +127,35 @@ def process_environment(container: Mapping[str, Any], paths: PathMap,
         if "value" in variable and variable["value"] is not None:
             env[variable["name"]] = paths.to_local(str(variable["value"]))
         elif variable.get("valueFrom"):
-            logger.warning("env %s uses valueFrom, which the local executor does not resolve", variable["name"])
+            field_path = (variable["valueFrom"].get("fieldRef") or {}).get("fieldPath")
+            value = field_value(pod, field_path) if pod is not None and field_path else None
+            if value is None:
+                logger.warning("env %s uses valueFrom %s, which the local executor does not resolve",
+                               variable["name"], field_path or ", ".join(variable["valueFrom"]))
+            else:
+                env[variable["name"]] = value
     return env
+
+
+def worker_environment(ports: list[int], index: int) -> dict[str, str]:
+    """TF_CONFIG and TRAINER_WORKER_HOSTS for worker ``index`` of a Job whose workers listen on these
+    loopback ports, in index order."""
+    workers = [f"{LOOPBACK}:{port}" for port in ports]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    return {"TF_CONFIG": json.dumps(tf_config, separators=(",", ":")), WORKER_HOSTS_ENV: ",".join(workers)}
+
+
+def _host_list(hosts: str) -> list[str]:
+    return [host.strip() for host in hosts.split(",") if host.strip()]
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(LOOPBACK)
+        if port not in ports:  # the kernel may hand the same free port out twice in a row
+            ports.append(port)
+    return ports
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -127,6 +191,17 @@ def _log_tail(path: pathlib.Path, lines: int = LOG_FALLBACK_LINES) -> str:
     return ""
 
 
+@dataclasses.dataclass
+class _Worker:
+    """A trainer process of a running Pod: its log, and its pid once started."""
+
+    log_file: pathlib.Path
+    pid: int | None = None
+
+
+WorkerKey = tuple[str, str, int]  # namespace, job name, completion index (0 for a NonIndexed Job's Pod)
+
+
 class ProcessJobExecutor:
     """A :class:`~.outcomes.JobExecutor` that runs the trainer as a local process per Pod."""
 
@@ -136,8 +211,9 @@ class ProcessJobExecutor:
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.log_dir = self.artifact_root / "logs"
-        self._running: dict[tuple[str, str], pathlib.Path] = {}  # (namespace, job) -> log file
+        self._running: dict[WorkerKey, _Worker] = {}
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._ports: dict[str, list[int]] = {}  # Job uid -> its workers' loopback ports
 
     def log_path(self, pod: Mapping[str, Any]) -> pathlib.Path:
         meta = pod.get("metadata") or {}
@@ -146,7 +222,8 @@ class ProcessJobExecutor:
     async def start(self, job: Mapping[str, Any], pod: Mapping[str, Any]) -> JobOutcome:
         container = _trainer_container(pod)
         meta = job.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
+        index = completion_index(pod)
+        key = (meta.get("namespace") or "", meta.get("name") or "", index or 0)
         scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{pod['metadata'].get('name', 'pod')}-"))
         try:
             paths = pod_path_map(pod.get("spec") or {}, container, self.artifact_root, scratch)
@@ -154,18 +231,24 @@ class ProcessJobExecutor:
             termination_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
             command = local_command(container, self.python, lambda arg: str(termination_file)
                                     if arg == termination_path else paths.to_local(arg))
-            env = process_environment(container, paths, {**self.extra_env, "TERMINATION_LOG": str(termination_file)})
+            env = process_environment(container, paths, {**self.extra_env, "TERMINATION_LOG": str(termination_file)},
+                                      pod=pod)
+            if index is not None and env.get(WORKER_HOSTS_ENV):
+                uid = str(meta.get("uid"))
+                if uid not in self._ports:
+                    self._ports[uid] = _distinct_free_ports(len(_host_list(env[WORKER_HOSTS_ENV])))
+                env.update(worker_environment(self._ports[uid], index))
             if shutil.which(command[0], path=env.get("PATH")) is None and not os.path.exists(command[0]):
                 return JobOutcome.failed(127, f"{command[0]}: command not found on this machine (local executor)")
-            log_file = self.log_path(pod)
-            self._running[key] = log_file
+            worker = self._running[key] = _Worker(self.log_path(pod))
             try:
-                returncode = await self._run(command, env, scratch, log_file)
+                returncode = await self._run(command, env, scratch, worker)
             finally:
-                self._running.pop(key, None)
+                if self._running.get(key) is worker:
+                    del self._running[key]
             text = termination_file.read_text(errors="replace").strip() if termination_file.exists() else ""
             if not text and returncode != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-                text = _log_tail(log_file).strip()
+                text = _log_tail(worker.log_file).strip()
             message = _truncate(paths.message_to_cluster(text)) if text else None
             if returncode == 0:
                 return JobOutcome.succeeded(message)
@@ -173,16 +256,20 @@ class ProcessJobExecutor:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    async def _run(self, command: list[str], env: dict[str, str], cwd: pathlib.Path,
-                   log_file: pathlib.Path) -> int:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("ab") as log:
-            logger.info("Starting %s (log: %s)", " ".join(command), log_file)
+    def job_ended(self, job: Mapping[str, Any]) -> None:
+        """The Job's run is over (finished or deleted): its workers' ports are free again."""
+        self._ports.pop(str((job.get("metadata") or {}).get("uid")), None)
+
+    async def _run(self, command: list[str], env: dict[str, str], cwd: pathlib.Path, worker: _Worker) -> int:
+        worker.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with worker.log_file.open("ab") as log:
+            logger.info("Starting %s (log: %s)", " ".join(command), worker.log_file)
             # Its own session: Ctrl-C in the terminal reaches us, not the trainer, and a kill of the
             # group takes whatever the trainer started. It dies with this process (see supervision.popen).
             process = popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=cwd, start_new_session=True)
         self._processes[process.pid] = process
+        worker.pid = process.pid
         try:
             while process.poll() is None:
                 await asyncio.sleep(POLL_INTERVAL)
@@ -192,11 +279,16 @@ class ProcessJobExecutor:
             self._processes.pop(process.pid, None)
 
     def progress(self) -> list[TrainingProgress]:
-        """The epoch each running trainer has reached, from its log."""
+        """The epoch each running Job's trainer has reached, from its log: with several workers, the
+        chief's (index 0; while it does not run, the lowest index running)."""
         found = []
-        for (namespace, job), log_file in list(self._running.items()):
+        reported: set[tuple[str, str]] = set()
+        for (namespace, job, _), worker in sorted(self._running.items()):
+            if (namespace, job) in reported:
+                continue
+            reported.add((namespace, job))
             epoch, epochs, last = 0, 0, ""
-            for line in _log_tail(log_file, 200).splitlines():
+            for line in _log_tail(worker.log_file, 200).splitlines():
                 match = _EPOCH.match(line.strip())
                 if match:
                     epoch, epochs = int(match[1]), int(match[2])
@@ -204,6 +296,13 @@ class ProcessJobExecutor:
                     last = line.strip()
             found.append(TrainingProgress(namespace, job, epoch, epochs, last[-160:]))
         return found
+
+    def running_workers(self) -> dict[WorkerKey, int]:
+        """The pid of each running trainer process by (namespace, job, completion index); a NonIndexed
+        Job's Pod is index 0. For tests that stop one worker of a Job."""
+        alive = set(self.running_pids())
+        return {key: worker.pid for key, worker in list(self._running.items())
+                if worker.pid is not None and worker.pid in alive}
 
     def running_pids(self) -> list[int]:
         return sorted(pid for pid, process in list(self._processes.items()) if process.poll() is None)

@@ -1,6 +1,8 @@
 """
-The emulated batch/v1 Job controller: one Pod at a time (completions 1, parallelism 1), as Kubernetes
-1.32 documents it (https://kubernetes.io/docs/concepts/workloads/controllers/job/):
+The emulated batch/v1 Job controller, as Kubernetes 1.32 documents it
+(https://kubernetes.io/docs/concepts/workloads/controllers/job/). A NonIndexed Job (completions 1,
+parallelism 1) runs one Pod at a time, here; an Indexed Job runs a Pod per completion index
+(:mod:`.indexed`). For both:
 
 - a failed Pod goes through ``spec.podFailurePolicy`` (:mod:`.podfailure`): FailJob ends the Job at
   once (reason ``PodFailurePolicy``), Ignore replaces the Pod without counting it, Count (or no rule)
@@ -8,31 +10,35 @@ The emulated batch/v1 Job controller: one Pod at a time (completions 1, parallel
 - each replacement Pod waits the controller's back-off, 10 s doubled per failed Pod, capped at six
   minutes; ``backoff_scale`` shortens it for tests (0: at once), and :attr:`JobController.backoff_delays`
   records the documented delay chosen before each replacement;
-- ``activeDeadlineSeconds`` counts from ``status.startTime``: then the running Pod is terminated and
+- ``activeDeadlineSeconds`` counts from ``status.startTime``: then the running Pods are terminated and
   the Job fails with ``DeadlineExceeded``;
 - ``ttlSecondsAfterFinished``: the Job is deleted that long after it finished (foreground, so the
   garbage collector removes its Pods first).
 
 Deviation: the controller keeps a terminated Pod in the API (the real one deletes the Pods it stops on
-a deadline), so that the Pod's last state stays readable.
+a deadline or when the Job fails), so that the Pod's last state stays readable.
 
 A control plane that restarts over a persisted store finds Pods still Running that no controller of
 this process runs: they are treated as a lost node's Pods are (Failed, with a ``DisruptionTarget``
 condition of reason ``DeletionByTaintManager``), and the Job's podFailurePolicy decides what follows.
+
+An executor may define ``job_ended(job)``: it is called once a Job's run is over (finished, deleted, or
+the controller stopping), so that what it keeps for the Job's Pods (ports, for one) can go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from modelrelease_local import errors, timestamps
-from modelrelease_local.outcomes import DISRUPTION_MESSAGES, JobExecutor, JobOutcome, ScriptedExecutor
+from modelrelease_local import errors, jobpods, timestamps
+from modelrelease_local.indexed import IndexedJobRun
+from modelrelease_local.indexes import is_indexed
+from modelrelease_local.outcomes import JobExecutor, JobOutcome, ScriptedExecutor
 from modelrelease_local.podfailure import backoff_delay, decide
 from modelrelease_local.resources import ApiResource
 from modelrelease_local.statuses import conditions, current_status, object_key, without_zeros, write_status
@@ -44,23 +50,10 @@ logger = logging.getLogger(__name__)
 Object = dict[str, Any]
 Key = tuple[str, str]
 
-_LOST_REASON = "DeletionByTaintManager"
-_COUNTERS = ("active", "failed", "succeeded")
-
-
-def _owned_by(pod: Mapping[str, Any], uid: str) -> bool:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get("batch.kubernetes.io/controller-uid") == uid
-
-
-def _seconds_since(moment: str | None) -> float:
-    if not moment:
-        return 0.0
-    then = datetime.datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
 
 
 class JobController:
-    """Runs each batch/v1 Job as one Pod at a time, under its podFailurePolicy, backoffLimit and deadline."""
+    """Runs each batch/v1 Job's Pods under its podFailurePolicy, backoffLimit and deadline."""
 
     def __init__(self, executor: JobExecutor | None = None, *, backoff_scale: float = 1.0) -> None:
         if backoff_scale < 0:
@@ -131,7 +124,7 @@ class JobController:
         status = job.get("status") or {}
         finished_at = status.get("completionTime") or next(
             (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == "Failed"), None)
-        delay = max(0.0, float(ttl) - _seconds_since(finished_at))
+        delay = max(0.0, float(ttl) - jobpods.seconds_since(finished_at))
         handle = asyncio.get_running_loop().call_later(delay, self._expire, store, jobs, key, uid)
         self._cancel_ttl(key)
         self._ttl_timers[key] = (uid, handle)
@@ -153,6 +146,18 @@ class JobController:
     # One Job.
 
     async def _run_job(self, store: ObjectStore, jobs: ApiResource, pods: ApiResource, job: Object) -> None:
+        try:
+            if is_indexed(job):
+                await IndexedJobRun(self, store, jobs, pods, job).run()
+            else:
+                await self._run_one_at_a_time(store, jobs, pods, job)
+        finally:
+            job_ended = getattr(self.executor, "job_ended", None)
+            if job_ended is not None:
+                job_ended(job)
+
+    async def _run_one_at_a_time(self, store: ObjectStore, jobs: ApiResource, pods: ApiResource,
+                                 job: Object) -> None:
         spec = job.get("spec") or {}
         key, uid = object_key(job), job["metadata"]["uid"]
         status = current_status(store, jobs, job)
@@ -161,16 +166,16 @@ class JobController:
         status.setdefault("startTime", timestamps.now())
         status.setdefault("terminating", 0)
         counted = int(status.get("failed") or 0)
-        own = [copy.deepcopy(pod) for pod in store.iter_stored(pods, key[0]) if _owned_by(pod, uid)]
+        own = [copy.deepcopy(pod) for pod in store.iter_stored(pods, key[0]) if jobpods.owned_by(pod, uid)]
         failed_pods = sum(1 for pod in own if (pod.get("status") or {}).get("phase") == "Failed")
         lost = [pod for pod in own if (pod.get("status") or {}).get("phase") in (None, "Pending", "Running")]
         deadline = spec.get("activeDeadlineSeconds")
-        remaining = None if deadline is None else max(0.0, float(deadline) - _seconds_since(status["startTime"]))
+        remaining = None if deadline is None else max(0.0, float(deadline) - jobpods.seconds_since(status["startTime"]))
         pod: Object | None = None
         try:
             async with asyncio.timeout(remaining):
                 for orphan in lost:  # run by a previous incarnation of the control plane: gone with it
-                    self._mark_lost(store, pods, orphan)
+                    jobpods.mark_lost(store, pods, orphan)
                     failed_pods += 1
                     counted, finished = self._judge_failure(store, jobs, pods, job, orphan, status, counted)
                     if finished:
@@ -181,26 +186,26 @@ class JobController:
                         self.backoff_delays.setdefault(key, []).append(delay)
                         await asyncio.sleep(delay * self.backoff_scale)
                     status.update(active=1, ready=0, failed=counted)
-                    if not write_status(store, jobs, job, without_zeros(status, *_COUNTERS)):
+                    if not write_status(store, jobs, job, without_zeros(status, *jobpods.JOB_COUNTERS)):
                         return
-                    pod = self._create_pod(store, pods, job)
+                    pod = jobpods.create_pod(store, pods, job)
                     outcome = await self._run_pod(store, jobs, pods, job, pod, status)
                     finished_pod, pod = pod, None
                     if outcome.kind == "succeeded":
-                        return self._complete(store, jobs, job, status)
+                        return self.complete(store, jobs, job, status)
                     if outcome.kind == "deadline_exceeded":
-                        return self._fail(store, jobs, job, status, counted + 1, "DeadlineExceeded",
-                                          "Job was active longer than specified deadline")
+                        return self.fail(store, jobs, job, status, counted + 1, "DeadlineExceeded",
+                                         "Job was active longer than specified deadline")
                     failed_pods += 1
                     counted, finished = self._judge_failure(store, jobs, pods, job, finished_pod, status, counted)
                     if finished:
                         return
         except TimeoutError:
             if pod is not None:
-                self._terminate_pod(store, pods, pod, JobOutcome.deadline_exceeded())
+                jobpods.terminate_pod(store, pods, pod, JobOutcome.deadline_exceeded())
                 counted += 1
-            self._fail(store, jobs, job, status, counted, "DeadlineExceeded",
-                       "Job was active longer than specified deadline")
+            self.fail(store, jobs, job, status, counted, "DeadlineExceeded",
+                      "Job was active longer than specified deadline")
 
     def _judge_failure(self, store: ObjectStore, jobs: ApiResource, pods: ApiResource, job: Object, pod: Object,
                        status: Object, counted: int) -> tuple[int, bool]:
@@ -211,109 +216,31 @@ class JobController:
         if decision.action != "Ignore":
             counted += 1
         if decision.action == "FailJob":
-            self._fail(store, jobs, job, status, counted, "PodFailurePolicy", decision.message or "")
+            self.fail(store, jobs, job, status, counted, "PodFailurePolicy", decision.message or "")
             return counted, True
         if counted > int(spec.get("backoffLimit", 6)):
-            self._fail(store, jobs, job, status, counted, "BackoffLimitExceeded",
-                       "Job has reached the specified backoff limit")
+            self.fail(store, jobs, job, status, counted, "BackoffLimitExceeded",
+                      "Job has reached the specified backoff limit")
             return counted, True
         status.update(active=0, ready=0, failed=counted)
-        return counted, not write_status(store, jobs, job, without_zeros(status, *_COUNTERS))
-
-    @staticmethod
-    def _create_pod(store: ObjectStore, pods: ApiResource, job: Object) -> Object:
-        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
-        template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
-        template_meta = template.get("metadata") or {}
-        labels = {**(template_meta.get("labels") or {}), "job-name": name, "batch.kubernetes.io/job-name": name,
-                  "controller-uid": uid, "batch.kubernetes.io/controller-uid": uid}
-        metadata: Object = {
-            "generateName": f"{name}-", "labels": labels,
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
-                                 "controller": True, "blockOwnerDeletion": True}],
-        }
-        if template_meta.get("annotations"):
-            metadata["annotations"] = template_meta["annotations"]
-        pod_spec = {**(template.get("spec") or {}), "nodeName": "embedded-node"}
-        return store.create(pods, job["metadata"]["namespace"], {"metadata": metadata, "spec": pod_spec})
+        return counted, not write_status(store, jobs, job, without_zeros(status, *jobpods.JOB_COUNTERS))
 
     async def _run_pod(self, store: ObjectStore, jobs: ApiResource, pods: ApiResource, job: Object, pod: Object,
                        job_status: Object) -> JobOutcome:
-        now = timestamps.now()
-        containers = (pod.get("spec") or {}).get("containers") or []
-        pod_status = {
-            "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "qosClass": "BestEffort",
-            "conditions": [{"type": kind, "status": "True", "lastTransitionTime": now, "lastProbeTime": None}
-                           for kind in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
-                                        "PodScheduled")],
-            "containerStatuses": [
-                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "started": True,
-                 "restartCount": 0, "state": {"running": {"startedAt": now}}} for c in containers],
-        }
-        write_status(store, pods, pod, pod_status)
+        jobpods.mark_running(store, pods, pod)
         job_status["ready"] = 1
-        write_status(store, jobs, job, without_zeros(job_status, *_COUNTERS))
-        try:
-            outcome = await self.executor.start(job, pod)
-            while outcome.kind == "run_forever":  # an executor may say so: it ends only by cancellation
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.exception("The job executor failed for %s/%s", *object_key(job))
-            outcome = JobOutcome.failed(exit_code=128, message=f"the executor failed: {exc!r}")
-        self._terminate_pod(store, pods, pod, outcome)
+        write_status(store, jobs, job, without_zeros(job_status, *jobpods.JOB_COUNTERS))
+        outcome = await jobpods.execute(self.executor, job, pod)
+        jobpods.terminate_pod(store, pods, pod, outcome)
         job_status["ready"] = 0
         return outcome
 
-    @staticmethod
-    def _pod_failed(status: Object, now: str, *, disruption: str | None) -> None:
-        status["phase"] = "Failed"
-        for condition in status.get("conditions") or []:
-            if condition["type"] in ("Ready", "ContainersReady"):
-                condition.update(status="False", lastTransitionTime=now, reason="PodFailed")
-        if disruption is not None:
-            status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != "DisruptionTarget"] + [
-                {"type": "DisruptionTarget", "status": "True", "reason": disruption,
-                 "message": DISRUPTION_MESSAGES[disruption], "lastTransitionTime": now, "lastProbeTime": None}]
+    # How a Job ends (both completion modes).
 
-    def _mark_lost(self, store: ObjectStore, pods: ApiResource, pod: Object) -> None:
-        status = current_status(store, pods, pod)
-        if status is None:
-            return
-        self._pod_failed(status, timestamps.now(), disruption=_LOST_REASON)
-        for container in status.get("containerStatuses") or []:
-            container.update(ready=False, started=False)  # their last known state stays: nobody saw them end
-        write_status(store, pods, pod, status)
-        pod.setdefault("status", {}).update(status)
-
-    def _terminate_pod(self, store: ObjectStore, pods: ApiResource, pod: Object, outcome: JobOutcome) -> None:
-        status = current_status(store, pods, pod)
-        if status is None:
-            return
-        now = timestamps.now()
-        if outcome.kind == "succeeded":
-            status["phase"] = "Succeeded"
-            for condition in status.get("conditions") or []:
-                if condition["type"] in ("Ready", "ContainersReady"):
-                    condition.update(status="False", lastTransitionTime=now, reason="PodCompleted")
-        else:
-            self._pod_failed(status, now, disruption=outcome.disruption)
-        if outcome.kind == "deadline_exceeded":
-            status.update(reason="DeadlineExceeded", message="Job was active longer than specified deadline")
-        for index, container in enumerate(status.get("containerStatuses") or []):
-            started = (container.get("state") or {}).get("running", {}).get("startedAt", now)
-            terminated = {"exitCode": outcome.exit_code if index == 0 else 0,
-                          "reason": outcome.container_reason if index == 0 else "Completed",
-                          "startedAt": started, "finishedAt": now}
-            if index == 0 and outcome.message is not None:
-                terminated["message"] = outcome.message
-            container.update(ready=False, started=False, state={"terminated": terminated})
-        write_status(store, pods, pod, status)
-
-    def _complete(self, store: ObjectStore, jobs: ApiResource, job: Object, status: Object) -> None:
-        status.update(active=0, ready=0, terminating=0, succeeded=1, completionTime=timestamps.now(),
+    def complete(self, store: ObjectStore, jobs: ApiResource, job: Object, status: Object, *,
+                 succeeded: int = 1) -> None:
+        """Complete (with SuccessCriteriaMet): every completion succeeded."""
+        status.update(active=0, ready=0, terminating=0, succeeded=succeeded, completionTime=timestamps.now(),
                       uncountedTerminatedPods={})
         status["conditions"] = conditions(status.get("conditions"), [
             ("SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"),
@@ -321,8 +248,9 @@ class JobController:
         ], job=True)
         self._finish(store, jobs, job, status)
 
-    def _fail(self, store: ObjectStore, jobs: ApiResource, job: Object, status: Object, failures: int,
-              reason: str, message: str) -> None:
+    def fail(self, store: ObjectStore, jobs: ApiResource, job: Object, status: Object, failures: int,
+             reason: str, message: str) -> None:
+        """Failed (with FailureTarget), for this reason; ``failures`` counts the Pods it stopped too."""
         status.update(active=0, ready=0, terminating=0, failed=failures, uncountedTerminatedPods={})
         status["conditions"] = conditions(status.get("conditions"), [
             ("FailureTarget", "True", reason, message),
@@ -331,7 +259,7 @@ class JobController:
         self._finish(store, jobs, job, status)
 
     def _finish(self, store: ObjectStore, jobs: ApiResource, job: Object, status: Object) -> None:
-        if write_status(store, jobs, job, without_zeros(status, *_COUNTERS)):
+        if write_status(store, jobs, job, without_zeros(status, *jobpods.JOB_COUNTERS)):
             current = store.find(jobs, job["metadata"].get("namespace"), job["metadata"]["name"])
             if current is not None and current["metadata"]["uid"] == job["metadata"]["uid"]:
                 self._schedule_ttl(store, jobs, current)

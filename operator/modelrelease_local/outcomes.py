@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
+from modelrelease_local.indexes import completion_index
+
 __all__ = [
     "DISRUPTION_MESSAGES", "DeploymentRunner", "JobExecutor", "JobOutcome", "RolloutOutcome", "ScriptedExecutor",
     "ScriptedRollout",
@@ -84,6 +86,9 @@ class JobOutcome:
 
 
 class JobExecutor(Protocol):
+    """Runs the Pods of Jobs. It may also define ``job_ended(job)``, which the Job controller calls once
+    the Job's run is over (finished, deleted, or the controller stopping)."""
+
     async def start(self, job: Mapping[str, Any], pod: Mapping[str, Any]) -> JobOutcome:
         """Run the Pod (already Running in the API) to its end; return how it ended."""
 
@@ -103,15 +108,18 @@ class DeploymentRunner(Protocol):
         """The Deployment is deleted: stop whatever runs for it."""
 
 
+ResolutionKey = tuple[str, str] | tuple[str, str, int]  # namespace, name (and a completion index)
+
+
 class _Resolutions:
     """Thread-safe hand-over of test decisions to coroutines waiting on the controllers' loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._early: dict[tuple[str, str], Any] = {}
-        self._waiting: dict[tuple[str, str], tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        self._early: dict[ResolutionKey, Any] = {}
+        self._waiting: dict[ResolutionKey, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
 
-    def resolve(self, key: tuple[str, str], value: Any) -> None:
+    def resolve(self, key: ResolutionKey, value: Any) -> None:
         with self._lock:
             waiting = self._waiting.pop(key, None)
             if waiting is None:
@@ -120,7 +128,7 @@ class _Resolutions:
             loop, future = waiting
             loop.call_soon_threadsafe(_settle, future, value)
 
-    async def wait(self, key: tuple[str, str]) -> Any:
+    async def wait(self, key: ResolutionKey) -> Any:
         loop = asyncio.get_running_loop()
         with self._lock:
             if key in self._early:
@@ -134,7 +142,7 @@ class _Resolutions:
                 if self._waiting.get(key, (None, None))[1] is future:
                     del self._waiting[key]
 
-    def waiting(self) -> list[tuple[str, str]]:
+    def waiting(self) -> list[ResolutionKey]:
         with self._lock:
             return sorted(self._waiting)
 
@@ -151,10 +159,12 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 class ScriptedExecutor:
     """
-    Ends each Job's Pod as ``outcome_for(job)`` says (default: success with no message).
+    Ends each Job's Pod as ``outcome_for(job)`` says (default: success with no message); every Pod of an
+    Indexed Job gets that outcome.
 
-    A ``run_forever`` outcome keeps the Pod Running until a test calls :meth:`resolve` for the Job
-    (from any thread); a resolution that arrives before the Pod starts is kept for it.
+    A ``run_forever`` outcome keeps the Pod Running until a test calls :meth:`resolve` for the Job (for
+    an Indexed Job's Pod: for the Job and that Pod's index), from any thread; a resolution that arrives
+    before the Pod starts is kept for it.
     """
 
     def __init__(self, outcome_for: Callable[[Mapping[str, Any]], JobOutcome] | None = None) -> None:
@@ -166,17 +176,20 @@ class ScriptedExecutor:
         self.started.append(_key(pod))
         outcome = self.outcome_for(job)
         if outcome.kind == "run_forever":
-            outcome = await self._resolutions.wait(_key(job))
+            index = completion_index(pod)
+            outcome = await self._resolutions.wait(_key(job) if index is None else (*_key(job), index))
         if outcome.delay:
             await asyncio.sleep(outcome.delay)
         return outcome
 
-    def resolve(self, namespace: str, job_name: str, outcome: JobOutcome) -> None:
-        """End a Job's running Pod with this outcome (thread-safe)."""
-        self._resolutions.resolve((namespace, job_name), outcome)
+    def resolve(self, namespace: str, job_name: str, outcome: JobOutcome, *, index: int | None = None) -> None:
+        """End a Job's running Pod with this outcome (thread-safe); ``index``: the Pod of that completion
+        index, for an Indexed Job."""
+        self._resolutions.resolve((namespace, job_name) if index is None else (namespace, job_name, index), outcome)
 
-    def running_forever(self) -> list[tuple[str, str]]:
-        """The (namespace, job name) pairs whose Pods wait for :meth:`resolve`."""
+    def running_forever(self) -> list[tuple[str, str] | tuple[str, str, int]]:
+        """The Pods that wait for :meth:`resolve`: (namespace, job name), with the completion index last for
+        an Indexed Job's Pod."""
         return self._resolutions.waiting()
 
 
@@ -212,5 +225,5 @@ class ScriptedRollout:
         """End a held rollout with ProgressDeadlineExceeded (thread-safe)."""
         self._resolutions.resolve((namespace, name), RolloutOutcome(False, "ProgressDeadlineExceeded", message))
 
-    def holding(self) -> list[tuple[str, str]]:
+    def holding(self) -> list[ResolutionKey]:
         return self._resolutions.waiting()

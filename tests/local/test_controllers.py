@@ -129,6 +129,19 @@ def test_deleting_a_job_stops_it_and_collects_its_pods(batch: kubernetes.client.
     wait_for(lambda: executor.running_forever() == [], message='the execution to be cancelled')
 
 
+def test_a_non_indexed_job_has_no_completion_index(batch: kubernetes.client.BatchV1Api,
+                                                   core: kubernetes.client.CoreV1Api) -> None:
+    """Only an Indexed Job's pods get an index label, annotation, hostname and JOB_COMPLETION_INDEX."""
+    batch.create_namespaced_job('ml', job_body('train'))
+    job = _finished_job(batch, 'train')
+    assert job.spec.completion_mode == 'NonIndexed' and job.status.completed_indexes is None
+    [pod] = _pods(core, 'train')
+    assert 'batch.kubernetes.io/job-completion-index' not in pod.metadata.labels
+    assert not pod.metadata.annotations and pod.spec.hostname is None
+    assert pod.spec.containers[0].env is None
+    assert pod.metadata.name.startswith('train-') and len(pod.metadata.name) == len('train-') + 5
+
+
 def _deployment_status(apps: kubernetes.client.AppsV1Api, name: str) -> Any:
     return apps.read_namespaced_deployment(name, 'ml').status
 
