@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .helpers import DIGITS_30, DIGITS_60, FAST, Run, train
+from .helpers import DIGITS_30, DIGITS_60, FAST, Run, TrainerProcess, start_workers, stop_all, train
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,31 @@ def stage2(workdir: Path, stage1: Run) -> Run:
                 "--weight-decay", "0.0001", *FAST)
     assert run.exit_code == 0, run.result
     return run
+
+
+@dataclass(frozen=True)
+class WorkerPair:
+    chief: TrainerProcess
+    worker: TrainerProcess
+    exit_codes: tuple[int, int]
+    output: Path
+    """The chief's --output."""
+    worker_output: Path
+    """Worker 1's --output: a folder of its own here, so the test can see that it stays unwritten."""
+
+
+@pytest.fixture(scope="session")
+def pair(workdir: Path) -> WorkerPair:
+    """stage1's training on two workers (TF_CONFIG on loopback ports), in two real processes."""
+    output, worker_output = workdir / "pair", workdir / "pair-worker-1"
+    processes = start_workers(workdir, "pair", [output, worker_output], "--data", DIGITS_30, "--optimizer", "adam",
+                              *FAST)
+    try:
+        codes = (processes[0].wait(), processes[1].wait())
+    finally:
+        stop_all(processes)
+    return WorkerPair(chief=processes[0], worker=processes[1], exit_codes=codes, output=output,
+                      worker_output=worker_output)
 
 
 # Keras' own .keras saving trips a NumPy 2 deprecation inside Keras; it is not ours to fix, so keep it out

@@ -23,7 +23,7 @@ def test_train_defaults_parse_without_side_effects(tmp_path: Path, monkeypatch: 
     assert args.init_from is None
     assert (args.epochs, args.batch_size, args.optimizer) == (5, 32, "adam")
     assert (args.learning_rate, args.weight_decay, args.mixed_precision) == (0.001, 0.0, "auto")
-    assert (args.seed, args.eval_fraction, args.termination_log) == (0, 0.2, None)
+    assert (args.seed, args.eval_fraction, args.termination_log, args.workers) == (0, 0.2, None, 1)
     assert not any(m.startswith(("tensorflow", "keras")) for m in set(sys.modules) - modules_before)
     assert list(tmp_path.iterdir()) == []
 
@@ -32,13 +32,13 @@ def test_every_train_flag_parses() -> None:
     args = cli.build_parser().parse_args([
         *REQUIRED, "--init-from", "/models/v0", "--epochs", "3", "--batch-size", "64", "--optimizer", "adamw",
         "--learning-rate", "0.01", "--weight-decay", "0.004", "--mixed-precision", "on", "--seed", "9",
-        "--eval-fraction", "0.25", "--termination-log", "/tmp/result",
+        "--eval-fraction", "0.25", "--termination-log", "/tmp/result", "--workers", "4",
     ])
     assert vars(args) == {
         "command": "train", "stage": "s1", "data": "sklearn:digits", "output": "/models/v1",
         "init_from": "/models/v0", "epochs": 3, "batch_size": 64, "optimizer": "adamw", "learning_rate": 0.01,
         "weight_decay": 0.004, "mixed_precision": "on", "seed": 9, "eval_fraction": 0.25,
-        "termination_log": "/tmp/result",
+        "termination_log": "/tmp/result", "workers": 4,
     }
 
 
@@ -54,6 +54,9 @@ def test_every_train_flag_parses() -> None:
         ("--weight-decay", "-0.1", "--weight-decay"),
         ("--mixed-precision", "maybe", "--mixed-precision"),
         ("--eval-fraction", "1", "--eval-fraction"),
+        ("--workers", "0", "--workers"),
+        ("--workers", "65", "--workers"),
+        ("--workers", "two", "--workers"),
         ("--data", "s3://bucket/digits.npz", "unknown scheme"),
         ("--data", "sklearn:digits?fraction=1.5", "fraction"),
         ("--data", "sklearn:mnist", "unknown sklearn dataset"),

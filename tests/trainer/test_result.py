@@ -25,7 +25,8 @@ SUCCESS: dict[str, Any] = {
     "metrics": {"accuracy": 0.95, "precision": 0.95, "recall": 0.95, "f1": 0.95, "loss": 0.2, "samples": 360,
                 "trainSamples": 430},
     "dataSource": "sklearn:digits?fraction=0.3", "initFrom": None, "trainedAt": "2026-11-28T15:00:00Z",
-    "optimizer": "adam", "epochs": 5, "mixedPrecision": False, "error": None,
+    "optimizer": "adam", "epochs": 5, "mixedPrecision": False, "workers": 2, "epochsRun": 3, "resumedFromEpoch": 2,
+    "dataHash": "md5:" + "0f" * 16 + ".dir", "error": None,
 }
 FAILURE: dict[str, Any] = {"schemaVersion": 1, "ok": False, "stage": "warmup", "error": "--data: bad", "exitCode": 65}
 
@@ -74,10 +75,39 @@ def test_examples_validate_both_ways() -> None:
         {"schemaVersion": 2},
         {"unknown": 1},
         {"exitCode": 64},
+        {"workers": 0},
+        {"workers": None},
+        {"epochsRun": -1},
+        {"resumedFromEpoch": 1.5},
+        {"dataHash": "md5:abc"},
+        {"dataHash": "sha1:" + "0" * 40},
+        {"dataHash": None},
     ],
 )
 def test_invalid_successes_are_rejected_both_ways(change: dict[str, Any]) -> None:
     bad = {**SUCCESS, **change}
+    assert not schema_accepts(bad) and not hand_accepts(bad)
+
+
+@pytest.mark.parametrize("field", ["workers", "epochsRun", "resumedFromEpoch", "dataHash"])
+def test_a_success_needs_every_training_field(field: str) -> None:
+    bad = {k: v for k, v in SUCCESS.items() if k != field}
+    assert not schema_accepts(bad) and not hand_accepts(bad)
+
+
+@pytest.mark.parametrize(
+    "data_hash", ["md5:" + "a" * 32, "md5:" + "a" * 32 + ".dir", "sha256:" + "b" * 64],
+    ids=["file", "folder", "built-in"],
+)
+def test_every_data_hash_form_is_accepted(data_hash: str) -> None:
+    good = {**SUCCESS, "dataHash": data_hash}
+    assert schema_accepts(good) and hand_accepts(good)
+
+
+def test_a_failure_may_leave_the_training_fields_out_or_null() -> None:
+    nulls = {**FAILURE, "workers": None, "epochsRun": None, "resumedFromEpoch": None, "dataHash": None}
+    assert schema_accepts(nulls) and hand_accepts(nulls)
+    bad = {**FAILURE, "workers": 0}
     assert not schema_accepts(bad) and not hand_accepts(bad)
 
 
@@ -121,6 +151,22 @@ def test_long_messages_are_shortened_to_fit() -> None:
     assert loaded["error"].startswith("line one line two x") and loaded["error"].endswith("...")
     success = contract.success_result(**{**_success_kwargs(), "data_source": "/data/" + "é" * 3000})
     assert len(contract.encode_result(success).encode()) <= 2048
+
+
+def test_the_longest_realistic_success_fits() -> None:
+    # Kubernetes names of 63 characters, deep volume paths, a long data path, every count at its widest.
+    longest = contract.success_result(
+        stage="s" * 63, version="sha256:" + "f" * 64, artifact_path="/models/" + "/".join(["d" * 60] * 4),
+        metrics={"accuracy": 0.123456, "precision": 0.123456, "recall": 0.123456, "f1": 0.123456,
+                 "loss": 12345.123456, "samples": 10**9, "trainSamples": 10**9},
+        data_source="file:/data/" + "/".join(["p" * 60] * 4) + "?fraction=0.123456789",
+        init_from="/models/" + "/".join(["i" * 60] * 4), optimizer="adamw", epochs=100000, mixed_precision=True,
+        workers=64, epochs_run=100000, resumed_from_epoch=99999, data_hash="md5:" + "e" * 32 + ".dir",
+        trained_at="2026-12-31T23:59:59Z",
+    )
+    text = contract.encode_result(longest)
+    assert len(text.encode()) <= 2048
+    assert contract.load_result(text) == longest  # nothing had to be shortened
 
 
 def test_oversized_and_non_json_results_are_rejected() -> None:
@@ -169,5 +215,6 @@ def _success_kwargs() -> dict[str, Any]:
     return {
         "stage": "s", "version": "sha256:" + "0" * 64, "artifact_path": "/m", "metrics": SUCCESS["metrics"],
         "data_source": "sklearn:digits", "init_from": None, "optimizer": "adam", "epochs": 1,
-        "mixed_precision": False,
+        "mixed_precision": False, "workers": 1, "epochs_run": 1, "resumed_from_epoch": 0,
+        "data_hash": "sha256:" + "0" * 64,
     }

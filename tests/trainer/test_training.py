@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+import yaml
+from tensorflow.core.util import event_pb2
 
 from modelrelease_trainer import artifact, exit_codes
 from modelrelease_trainer.result import load_result, validate_metrics
@@ -23,7 +27,52 @@ def test_stage1_learns_digits(stage1: Run) -> None:
     assert (result["optimizer"], result["epochs"], result["mixedPrecision"]) == ("adam", 6, False)
     assert result["dataSource"] == DIGITS_30 and result["initFrom"] is None
     assert result["artifactPath"] == str(stage1.output)
-    assert sorted(p.name for p in stage1.output.iterdir()) == ["metrics.json", "model.keras", "result.json"]
+    assert (result["workers"], result["epochsRun"], result["resumedFromEpoch"]) == (1, 6, 0)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", result["dataHash"])
+    assert sorted(p.name for p in stage1.output.iterdir()) == [
+        "checkpoint", "dvc.yaml", "metrics.json", "model.keras", "params.yaml", "result.json", "saved_model",
+        "tensorboard",
+    ]
+
+
+def test_the_data_hash_names_the_data_not_the_fraction(stage1: Run, stage2: Run) -> None:
+    assert stage2.result["dataHash"] == stage1.result["dataHash"]  # ?fraction= is a parameter of the split
+
+
+def test_params_record_every_hyper_parameter(stage1: Run, stage2: Run) -> None:
+    params = yaml.safe_load((stage2.output / "params.yaml").read_text())
+    assert params == {
+        "stage": "grow", "data": DIGITS_60, "dataHash": stage1.result["dataHash"], "epochs": 6, "batchSize": 32,
+        "optimizer": "adamw", "learningRate": 0.003, "weightDecay": 0.0001, "seed": 7, "evalFraction": 0.2,
+        "mixedPrecision": False, "workers": 1, "initFrom": str(stage1.output),
+        "initFromVersion": stage1.result["version"],
+    }
+    dvc = yaml.safe_load((stage2.output / "dvc.yaml").read_text())
+    assert dvc == {"metrics": ["metrics.json"], "params": ["params.yaml"]}
+
+
+def test_tensorboard_has_a_loss_and_accuracy_scalar_per_epoch(stage1: Run) -> None:
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted((stage1.output / "tensorboard").iterdir()):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    assert sorted(scalars) == ["accuracy", "loss"]
+    assert [step for step, _ in scalars["loss"]] == [1, 2, 3, 4, 5, 6]
+    losses = [number for _, number in scalars["loss"]]
+    assert losses[-1] < losses[0]  # it learned
+    assert all(0.0 <= number <= 1.0 for _, number in scalars["accuracy"])
+
+
+def test_the_saved_model_serves_the_same_probabilities(stage1: Run) -> None:
+    model = keras.saving.load_model(stage1.output / "model.keras", compile=False)
+    served = tf.saved_model.load(str(stage1.output / "saved_model" / "1")).signatures["serving_default"]
+    features = np.random.default_rng(0).uniform(0, 16, size=(5, 64)).astype(np.float32)
+    probabilities = served(features=tf.constant(features))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities, model.predict(features, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 def test_metrics_file_and_result_agree(stage1: Run) -> None:
@@ -126,3 +175,11 @@ def test_unwritable_output_is_transient(tmp_path: Path) -> None:
     run = train(tmp_path, "blocked", "--data", "sklearn:digits?fraction=0.1", *FAST, "--epochs", "1",
                 "--output", str(tmp_path / "file" / "sub"))
     assert run.exit_code == exit_codes.TRANSIENT and "--output" in run.result["error"]
+
+
+def test_divergence_is_a_config_error_and_leaves_no_checkpoint(tmp_path: Path) -> None:
+    run = train(tmp_path, "diverged", "--data", "sklearn:digits?fraction=0.1", *FAST, "--epochs", "2",
+                "--optimizer", "sgd", "--learning-rate", "1e9")
+    assert run.exit_code == exit_codes.CONFIG_ERROR
+    assert "diverged in epoch 1" in run.result["error"] and "--learning-rate" in run.result["error"]
+    assert not (run.output / "checkpoint").exists()  # a rerun with a lower rate is not refused

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from modelrelease_trainer import exit_codes
+from modelrelease_trainer.distributed import MAX_WORKERS  # plain Python: no TensorFlow at parse time
 from modelrelease_trainer.exit_codes import ConfigError, TrainerError, TransientError
 from modelrelease_trainer.sources import parse_source
 
@@ -59,6 +60,7 @@ non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >
 open_fraction = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)")
 probability = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number (0 picks a free one)")
+worker_count = _number(int, lambda v: 1 <= v <= MAX_WORKERS, f"an integer from 1 to {MAX_WORKERS}")
 
 
 def data_source(text: str) -> str:
@@ -82,7 +84,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", required=True, help="stage name, reported in the result")
     p.add_argument("--data", required=True, type=data_source,
                    help="PATH (.npz/.csv file or folder), file:PATH or sklearn:digits, with ?fraction=X")
-    p.add_argument("--output", required=True, help="folder for model.keras, metrics.json and result.json")
+    p.add_argument("--output", required=True,
+                   help="folder for model.keras, metrics.json, result.json, saved_model/ and checkpoint/ "
+                        "(written by worker 0 only)")
     p.add_argument("--init-from", default=None, help="a previous stage's --output folder to continue from")
     p.add_argument("--epochs", type=non_negative_int, default=5, help="0 evaluates --init-from as is")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (all GPUs together)")
@@ -93,13 +97,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="auto: float16 when a GPU is visible")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the split, weights and shuffling")
     p.add_argument("--eval-fraction", type=open_fraction, default=0.2, help="share of the data held out")
+    p.add_argument("--workers", type=worker_count, default=1,
+                   help="workers training together; above 1 each finds the others in TF_CONFIG, or in "
+                        "TRAINER_WORKER_HOSTS and JOB_COMPLETION_INDEX (an Indexed Job's pods)")
     p.add_argument("--termination-log", default=None,
                    help=f"where the result goes (default: $TERMINATION_LOG or {DEFAULT_TERMINATION_LOG})")
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
     # Defaults of None fall back to the environment (see serving.resolve_config): env sets, flags override.
-    p.add_argument("--model", default=None, help="artifact folder or .keras file (env MODEL_PATH)")
+    p.add_argument("--model", default=None,
+                   help="artifact folder, .keras file, SavedModel folder or TF Serving base path (env MODEL_PATH)")
     p.add_argument("--port", type=port_number, default=None, help="default 8501; 0 picks a free port")
     p.add_argument("--host", default=None, help="default 0.0.0.0")
     p.add_argument("--name", default=None, help="model name in URLs and metrics (env MODEL_NAME, default model)")
@@ -154,8 +162,11 @@ def run_train(args: argparse.Namespace) -> int:
                 stage=config.stage, version=outcome.version, artifact_path=outcome.artifact_path,
                 metrics=outcome.metrics, data_source=config.data, init_from=config.init_from,
                 optimizer=config.optimizer, epochs=config.epochs, mixed_precision=outcome.mixed_precision,
+                workers=outcome.workers, epochs_run=outcome.epochs_run,
+                resumed_from_epoch=outcome.resumed_from_epoch, data_hash=outcome.data_hash,
             )
-            write_json(config.output, RESULT_FILE, report)  # the artifact describes itself
+            if outcome.is_chief:  # the artifact describes itself; other workers write nothing there
+                write_json(config.output, RESULT_FILE, report)
     except TrainerError as exc:
         report = _failure(args.stage, exc.exit_code, str(exc))
     except MemoryError:

@@ -24,6 +24,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 FAILURE_CODES = (exit_codes.UNEXPECTED, exit_codes.CONFIG_ERROR, exit_codes.DATA_ERROR, exit_codes.TRANSIENT)
 _VERSION = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+# As DVC names content (md5 of a file, md5 of a folder's listing + ".dir"), or sha256 of built-in arrays.
+_DATA_HASH = re.compile(r"^(md5:[0-9a-f]{32}(\.dir)?|sha256:[0-9a-f]{64})$")
+_DATA_HASH_RULE = 'md5:<32 hex> (a file), md5:<32 hex>.dir (a folder) or sha256:<64 hex> (a built-in dataset)'
+TRAINING_COUNTS = {"workers": 1, "epochsRun": 0, "resumedFromEpoch": 0}
+"""The integer fields about how a stage trained, and their minimum."""
 
 
 class Metrics(TypedDict):
@@ -50,6 +55,14 @@ class Result(TypedDict, total=False):
     optimizer: str | None
     epochs: int | None
     mixedPrecision: bool | None
+    workers: int | None
+    """Workers that trained the stage together."""
+    epochsRun: int | None
+    """Epochs this pod trained."""
+    resumedFromEpoch: int | None
+    """Epochs a checkpoint already held when this pod started; 0 for a fresh start."""
+    dataHash: str | None
+    """The content hash of the training data."""
     error: str | None
     exitCode: int
 
@@ -73,6 +86,10 @@ def success_result(
     optimizer: str,
     epochs: int,
     mixed_precision: bool,
+    workers: int,
+    epochs_run: int,
+    resumed_from_epoch: int,
+    data_hash: str,
     trained_at: str | None = None,
 ) -> Result:
     return Result(
@@ -88,6 +105,10 @@ def success_result(
         optimizer=optimizer,
         epochs=epochs,
         mixedPrecision=mixed_precision,
+        workers=workers,
+        epochsRun=epochs_run,
+        resumedFromEpoch=resumed_from_epoch,
+        dataHash=data_hash,
         error=None,
     )
 
@@ -190,13 +211,19 @@ def validate_result(value: Any) -> None:
         _expect(value, "mixedPrecision", bool, nullable=True)
         if value.get("epochs") is not None:
             _expect_int(value, "epochs", minimum=None)
+        for field, minimum in TRAINING_COUNTS.items():
+            if value.get(field) is not None:
+                _expect_int(value, field, minimum=minimum)
+        _expect(value, "dataHash", str, nullable=True)
+        if value.get("dataHash") is not None:
+            _expect_data_hash(value["dataHash"])
         if value.get("metrics") is not None:
             validate_metrics(value["metrics"])
 
 
 def _validate_success(value: dict[str, Any]) -> None:
     for field in ("version", "artifactPath", "metrics", "dataSource", "initFrom", "trainedAt", "optimizer",
-                  "epochs", "mixedPrecision"):
+                  "epochs", "mixedPrecision", *TRAINING_COUNTS, "dataHash"):
         if field not in value:
             raise ResultError(f"missing field {field!r}")
     if value["error"] is not None:
@@ -214,7 +241,16 @@ def _validate_success(value: dict[str, Any]) -> None:
     if value["optimizer"] not in OPTIMIZERS:
         raise ResultError(f"optimizer must be one of {list(OPTIMIZERS)}")
     _expect_int(value, "epochs", minimum=0)
+    for field, minimum in TRAINING_COUNTS.items():
+        _expect_int(value, field, minimum=minimum)
+    _expect(value, "dataHash", str)
+    _expect_data_hash(value["dataHash"])
     validate_metrics(value["metrics"])
+
+
+def _expect_data_hash(text: str) -> None:
+    if not _DATA_HASH.match(text):
+        raise ResultError(f"dataHash must be {_DATA_HASH_RULE}")
 
 
 def validate_metrics(metrics: Any) -> None:

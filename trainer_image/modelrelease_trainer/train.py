@@ -1,19 +1,29 @@
-"""One training stage: load data, build or continue a model, train, evaluate on the held-out split, save."""
+"""One training stage: load data, build or continue a model, train (resuming from a checkpoint), evaluate on
+the held-out split, save.
+
+Every worker of a multi-worker stage runs this; only the chief (worker 0) writes into --output, and every
+worker returns the same outcome (the weights, and so the version id and metrics, are identical).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from modelrelease_trainer import artifact, data, runtime
+from modelrelease_trainer import artifact, data, distributed, export, lineage, loop, runtime
+from modelrelease_trainer.checkpoint import Checkpoints, recorded_epochs
 from modelrelease_trainer.exit_codes import ConfigError, DataError, TransientError
 from modelrelease_trainer.result import Metrics
 from modelrelease_trainer.sources import parse_source
@@ -21,6 +31,7 @@ from modelrelease_trainer.sources import parse_source
 log = logging.getLogger(__name__)
 HIDDEN_UNITS = (128, 64)
 METRIC_DIGITS = 6  # rounding keeps metrics.json readable and equal across identical runs
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     seed: int = 0
     eval_fraction: float = 0.2
+    workers: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -50,42 +62,137 @@ class TrainOutcome:
     metrics: Metrics
     mixed_precision: bool
     """Whether the trained model computes in float16 (an --init-from model keeps its saved policy)."""
+    workers: int
+    epochs_run: int
+    """Epochs this process trained."""
+    resumed_from_epoch: int
+    """Epochs the checkpoint already held when this process started (0: a fresh start)."""
+    data_hash: str
+    is_chief: bool
+    """Whether this process wrote --output (worker 0)."""
 
 
 def train(config: TrainConfig) -> TrainOutcome:
+    cluster = distributed.resolve_cluster(config.workers, os.environ)  # before any work: a wrong env fails fast
     source = parse_source(config.data)
     split = data.split_dataset(
         data.load_source(source), seed=config.seed, eval_fraction=config.eval_fraction, fraction=source.fraction
     )
     log.info("stage %s: %s", config.stage, data.describe(split))
-    setup = runtime.configure(seed=config.seed, mixed_precision=config.mixed_precision)
-    try:
+    data_hash = lineage.data_hash(source)
+    # A worker that starts again after the last epoch was recorded (killed while saving, say) may find its
+    # peers gone for good: the rest needs no peer, so it finishes alone. The checkpoint is checked in full
+    # below, as for any start.
+    alone = cluster.multi_worker and recorded_epochs(config.output) == config.epochs
+    if alone:
+        log.info("the checkpoint holds all %d epochs: worker %d finishes without its peers", config.epochs,
+                 cluster.index)
+    setup = runtime.configure(seed=config.seed, mixed_precision=config.mixed_precision,
+                              cluster=distributed.LOCAL if alone else cluster)
+    if cluster.is_chief:
+        _create_output(config.output)
+    with distributed.peer_failures_as_transient(cluster), _out_of_memory_as_transient():
         with setup.strategy.scope():
             model = _initial_model(config, split)
-            model.compile(
-                optimizer=make_optimizer(config.optimizer, config.learning_rate, config.weight_decay),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=["accuracy"],
-            )
-        if config.epochs > 0:
-            pipeline = data.training_pipeline(
-                split.x_train, split.y_train, batch_size=config.batch_size, seed=config.seed
-            )
-            model.fit(pipeline, epochs=config.epochs, verbose=2, shuffle=False)  # the pipeline shuffles
-        metrics = evaluate(model, split)
-    except tf.errors.ResourceExhaustedError as exc:
-        raise TransientError(f"out of memory while training ({exc.message}); lower --batch-size or retry") from None
-    artifact.save_model(model, config.output)
-    artifact.write_json(config.output, artifact.METRICS_FILE, metrics)
-    mixed = any(layer.compute_dtype == "float16" for layer in model.layers)
+            optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay)
+            if setup.mixed_precision:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+        params = hyper_parameters(config, data_hash, setup.mixed_precision, model if config.init_from else None)
+        store = Checkpoints(config.output, {k: v for k, v in params.items() if k != "initFrom"})
+        # Every worker checks the checkpoint it sees, and all resume from the epoch the chief sees.
+        resumed = distributed.chief_value(setup.strategy, store.epochs_done())
+        if resumed:
+            store.restore(resumed, model.weights, optimizer.variables)
+            log.info("resuming from the checkpoint after epoch %d of %d", resumed, config.epochs)
+        epochs_run = loop.run_epochs(
+            model, optimizer, setup.strategy, split.x_train, split.y_train, batch_size=config.batch_size,
+            seed=config.seed, epochs=config.epochs, first_epoch=resumed + 1,
+            on_epoch_end=_chief_records(config.output, store, model, optimizer) if cluster.is_chief else _skip,
+        )
+        distributed.wait_for_all(setup.strategy)
+        trained = local_copy(model)
+        metrics = evaluate(trained, split)
+    if cluster.is_chief:
+        artifact.save_model(trained, config.output)
+        artifact.write_json(config.output, artifact.METRICS_FILE, metrics)
+        lineage.write_dvc_files(config.output, params)
+        export.export_saved_model(trained, config.output)
+    mixed = any(layer.compute_dtype == "float16" for layer in trained.layers)
     if mixed != setup.mixed_precision:
         log.warning("the --init-from model keeps its saved precision (mixed: %s)", mixed)
     return TrainOutcome(
-        version=artifact.model_version(model),
+        version=artifact.model_version(trained),
         artifact_path=str(Path(config.output)),
         metrics=metrics,
         mixed_precision=mixed,
+        workers=cluster.workers,
+        epochs_run=epochs_run,
+        resumed_from_epoch=resumed,
+        data_hash=data_hash,
+        is_chief=cluster.is_chief,
     )
+
+
+def hyper_parameters(
+    config: TrainConfig, data_hash: str, mixed: bool, init_model: keras.Model | None
+) -> dict[str, object]:
+    """What params.yaml records; all but the --init-from path also make the checkpoint's identity."""
+    return {
+        "stage": config.stage,
+        "data": config.data,
+        "dataHash": data_hash,
+        "epochs": config.epochs,
+        "batchSize": config.batch_size,
+        "optimizer": config.optimizer,
+        "learningRate": config.learning_rate,
+        "weightDecay": config.weight_decay,
+        "seed": config.seed,
+        "evalFraction": config.eval_fraction,
+        "mixedPrecision": mixed,
+        "workers": config.workers,
+        "initFrom": config.init_from,
+        "initFromVersion": artifact.model_version(init_model) if init_model is not None else None,
+    }
+
+
+def local_copy(model: keras.Model) -> keras.Model:
+    """The trained model outside the distribution strategy: evaluating, saving and exporting it then run
+    on this worker alone, on the full evaluation split, the same on every worker."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _create_output(output: str) -> None:
+    try:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        detail = exc.strerror or exc
+        raise TransientError(f"--output: cannot create {output} ({detail}); check the artifact volume") from None
+
+
+def _chief_records(output: str, store: Checkpoints, model: keras.Model, optimizer: Any) -> loop.EpochEnd:
+    """After each epoch: TensorBoard scalars, then the checkpoint (a kill between the two repeats the epoch)."""
+    scalars = loop.TensorBoardScalars(str(Path(output) / TENSORBOARD_DIR))
+
+    def record(stats: loop.EpochStats) -> None:
+        scalars.write(stats)
+        store.save(stats.epoch, model.weights, optimizer.variables)
+
+    return record
+
+
+def _skip(stats: loop.EpochStats) -> None:
+    """Workers other than the chief write nothing."""
+
+
+@contextmanager
+def _out_of_memory_as_transient() -> Iterator[None]:
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as exc:
+        raise TransientError(f"out of memory while training ({exc.message}); lower --batch-size or retry") from None
 
 
 def _initial_model(config: TrainConfig, split: data.Split) -> keras.Model:
