@@ -101,3 +101,18 @@ def test_every_worker_host_is_a_dns_label_for_the_longest_names(release):
         host = f"{name}-{index}"
         assert len(host) <= 63 and "." not in host and host[0].isalnum()
     assert service["metadata"]["name"][0].isalpha()
+
+
+def test_each_worker_derives_its_place_in_the_cluster_from_what_the_job_gives_it():
+    """The Job's args and env, plus the JOB_COMPLETION_INDEX Kubernetes adds, are what the trainer needs."""
+    from modelrelease_trainer.cli import build_parser
+    from modelrelease_trainer.distributed import resolve_cluster
+
+    job = _job(_spec(workers=3))
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    parsed = build_parser().parse_args(container["args"])
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    clusters = [resolve_cluster(parsed.workers, {**env, "JOB_COMPLETION_INDEX": str(i)}) for i in range(3)]
+    assert parsed.workers == 3
+    assert [c.index for c in clusters] == [0, 1, 2] and [c.is_chief for c in clusters] == [True, False, False]
+    assert clusters[0].hosts == tuple(env["TRAINER_WORKER_HOSTS"].split(","))
