@@ -19,8 +19,9 @@ An Indexed Job whose trainer container has TRAINER_WORKER_HOSTS (one ``host:port
 Pods' DNS names under the Job's headless Service) runs as that many trainer processes on this
 machine, which has no such names: the Job gets as many free loopback ports, kept for its uid across
 the retries of its Pods (a retried worker comes back at the address its peers know) until the Job's
-run is over, and each process gets TF_CONFIG (TensorFlow's cluster and its own task index) and
-TRAINER_WORKER_HOSTS with those loopback addresses.
+run is over, and each process gets TRAINER_WORKER_HOSTS with those loopback addresses in place of the
+DNS names. With JOB_COMPLETION_INDEX from the downward API, that is what a real cluster's pod has:
+the trainer builds TF_CONFIG from them the same way here as there.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -137,12 +137,10 @@ def process_environment(container: Mapping[str, Any], paths: PathMap,
     return env
 
 
-def worker_environment(ports: list[int], index: int) -> dict[str, str]:
-    """TF_CONFIG and TRAINER_WORKER_HOSTS for worker ``index`` of a Job whose workers listen on these
-    loopback ports, in index order."""
-    workers = [f"{LOOPBACK}:{port}" for port in ports]
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-    return {"TF_CONFIG": json.dumps(tf_config, separators=(",", ":")), WORKER_HOSTS_ENV: ",".join(workers)}
+def worker_environment(ports: list[int]) -> dict[str, str]:
+    """TRAINER_WORKER_HOSTS for the workers of a Job that listen on these loopback ports, in index order
+    (each worker's own index is its JOB_COMPLETION_INDEX)."""
+    return {WORKER_HOSTS_ENV: ",".join(f"{LOOPBACK}:{port}" for port in ports)}
 
 
 def _host_list(hosts: str) -> list[str]:
@@ -237,7 +235,7 @@ class ProcessJobExecutor:
                 uid = str(meta.get("uid"))
                 if uid not in self._ports:
                     self._ports[uid] = _distinct_free_ports(len(_host_list(env[WORKER_HOSTS_ENV])))
-                env.update(worker_environment(self._ports[uid], index))
+                env.update(worker_environment(self._ports[uid]))
             if shutil.which(command[0], path=env.get("PATH")) is None and not os.path.exists(command[0]):
                 return JobOutcome.failed(127, f"{command[0]}: command not found on this machine (local executor)")
             worker = self._running[key] = _Worker(self.log_path(pod))

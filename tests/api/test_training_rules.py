@@ -25,6 +25,12 @@ def test_a_malformed_quantity_names_the_forms(text):
         parse_quantity(text)
 
 
+@pytest.mark.parametrize("text", ["1e10000000", "1E-31", "5e31"])
+def test_a_huge_exponent_is_refused_before_any_arithmetic(text):
+    with pytest.raises(ValueError, match="exponent beyond 30"):
+        parse_quantity(text)
+
+
 def test_workers_default_to_one_and_a_stage_may_override():
     spec = parse_spec(mutated(lambda raw: raw["stages"][1]["training"].update(workers=4)))
     assert spec.training.workers == 1 and spec.stages[1].training.workers == 4
@@ -68,3 +74,25 @@ def test_a_batch_smaller_than_the_workers_is_refused():
 
     text = problems_of(mutated(change))
     assert "stages[2].training.batchSize (4) is below its workers (8)" in text and "stages[1]" not in text
+
+
+@pytest.mark.parametrize(("where", "args", "flag"), [
+    ("training", ["--epochs", "50"], "--epochs"),
+    ("stage", ["--learning-rate=0.1"], "--learning-rate"),
+    ("stage", ["--verbose", "--workers", "4"], "--workers"),
+])
+def test_args_that_repeat_a_managed_flag_are_refused(where, args, flag):
+    def change(raw):
+        if where == "training":
+            raw["training"] = {"args": args}
+        else:
+            raw["stages"][1]["training"]["args"] = args
+
+    text = problems_of(mutated(change))
+    place = "training.args" if where == "training" else "stages[1].training.args"
+    assert f"{place}: {flag} is set by the operator from" in text and "set that field instead" in text
+
+
+def test_args_the_operator_does_not_set_pass():
+    spec = parse_spec(mutated(lambda raw: raw.update(training={"args": ["--verbose", "--log-every", "10"]})))
+    assert spec.training.args == ["--verbose", "--log-every", "10"]

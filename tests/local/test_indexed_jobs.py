@@ -3,7 +3,7 @@ Indexed Jobs on the embedded cluster, observed through the kubernetes client, ag
 1.32 documents (https://kubernetes.io/docs/concepts/workloads/controllers/job/#completion-mode): a Pod
 per completion index with its index label, annotation, hostname and JOB_COMPLETION_INDEX, at most
 `parallelism` at once, `completedIndexes`, and the podFailurePolicy and backoffLimit over all indexes.
-With the process executor, each index is a local process with TF_CONFIG on loopback ports.
+With the process executor, each index is a local process, the workers' hosts rewritten to loopback ports.
 """
 import contextlib
 import json
@@ -302,7 +302,7 @@ seen.mkdir(parents=True, exist_ok=True)
 index = os.environ["JOB_COMPLETION_INDEX"]
 record = seen / (index + ".jsonl")
 attempt = len(record.read_text().splitlines()) if record.exists() else 0
-entry = {"tf_config": json.loads(os.environ["TF_CONFIG"]), "hosts": os.environ["TRAINER_WORKER_HOSTS"],
+entry = {"tf_config": os.environ.get("TF_CONFIG"), "hosts": os.environ["TRAINER_WORKER_HOSTS"],
          "index": index, "pod": os.environ["POD_NAME"], "attempt": attempt}
 with record.open("a") as out:
     out.write(json.dumps(entry) + "\\n")
@@ -332,7 +332,7 @@ class TestWorkerProcesses:
     def executor(self, tmp_path: pathlib.Path) -> ProcessJobExecutor:
         return ProcessJobExecutor(tmp_path / 'artifacts', sys.executable)
 
-    def test_workers_get_tf_config_and_keep_their_ports_across_retries(
+    def test_workers_get_loopback_hosts_and_keep_their_ports_across_retries(
             self, batch: kubernetes.client.BatchV1Api, core: kubernetes.client.CoreV1Api,
             executor: ProcessJobExecutor, tmp_path: pathlib.Path) -> None:
         seen = tmp_path / 'artifacts' / 'seen'
@@ -351,14 +351,13 @@ class TestWorkerProcesses:
                    for index in (0, 1)}
         assert [entry['pod'] for entry in records[1]] == [killed.metadata.name, retried.metadata.name]
         assert [entry['pod'] for entry in records[0]] == [pod.metadata.name for pod in pods_of(core, 'dist', 0)]
-        cluster = records[0][0]['tf_config']['cluster']['worker']
+        cluster = records[0][0]['hosts'].split(',')
         assert len(cluster) == 2 and len(set(cluster)) == 2
         assert all(address.startswith('127.0.0.1:') for address in cluster)
         for index, entries in records.items():
             for entry in entries:  # the retried worker comes back at the address its peer knows
-                assert entry['tf_config'] == {'cluster': {'worker': cluster},
-                                              'task': {'type': 'worker', 'index': index}}
-                assert (entry['hosts'], entry['index']) == (','.join(cluster), str(index))
+                # As on a cluster: the hosts and the index from the downward API, no TF_CONFIG given.
+                assert (entry['hosts'], entry['index'], entry['tf_config']) == (','.join(cluster), str(index), None)
         assert executor.running_workers() == {}
 
     def test_progress_reports_the_chief(self, batch: kubernetes.client.BatchV1Api, executor: ProcessJobExecutor,

@@ -15,7 +15,7 @@ from modelrelease_trainer.exit_codes import ConfigError
 from modelrelease_trainer.result import load_result
 
 from .conftest import WorkerPair
-from .helpers import DIGITS_30, FAST, Run, TrainerProcess, tf_config, train
+from .helpers import DIGITS_30, FAST, Run, TrainerProcess, loopback_addresses, tf_config, train
 
 HOSTS = ["w0.stage.ns.svc:2222", "w1.stage.ns.svc:2222"]
 
@@ -137,3 +137,27 @@ def test_a_wrong_cluster_is_a_config_error_naming_the_variable(
         resolve_cluster(workers, env)
     for needle in needles:
         assert needle in str(caught.value)
+
+
+def test_a_worker_whose_peers_never_come_gives_up_and_says_why(tmp_path: Path) -> None:
+    """TensorFlow would wait for a missing chief forever (deaf to SIGTERM): the start-up watchdog ends the
+    process so the Job retries it, and the reason it left beforehand is the pod's termination message."""
+    hosts = loopback_addresses(2)
+    lonely = TrainerProcess(tmp_path, "lonely", "--stage", "s", "--data", DIGITS_30, "--output", str(tmp_path / "o"),
+                            "--workers", "2", *FAST,
+                            env={"TF_CONFIG": tf_config(hosts, 1), "TRAINER_STARTUP_TIMEOUT_SECONDS": "3"})
+    assert lonely.wait() == exit_codes.UNEXPECTED  # retried by the Job, as every exit but 64 and 65
+    result = load_result(lonely.termination_log.read_text())
+    assert result["exitCode"] == exit_codes.TRANSIENT
+    assert "worker 1 of 2: the workers did not all meet within 3 s" in result["error"]
+    assert not (tmp_path / "o").exists()  # a worker that is not the chief writes nothing
+
+
+def test_a_startup_timeout_that_is_not_a_number_is_a_config_error(tmp_path: Path) -> None:
+    worker = TrainerProcess(tmp_path, "bad", "--stage", "s", "--data", DIGITS_30, "--output", str(tmp_path / "o"),
+                            "--workers", "2", *FAST,
+                            env={"TF_CONFIG": tf_config(loopback_addresses(2), 1),
+                                 "TRAINER_STARTUP_TIMEOUT_SECONDS": "soon"})
+    assert worker.wait() == exit_codes.CONFIG_ERROR
+    assert "TRAINER_STARTUP_TIMEOUT_SECONDS must be a number of seconds" in load_result(
+        worker.termination_log.read_text())["error"]

@@ -93,8 +93,9 @@ class Checkpoints:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return 0  # no checkpoint yet (a first epoch that never finished leaves none either)
-        except OSError as exc:
-            raise _unreadable(self.folder, f"cannot read {STATE_FILE} ({exc.strerror or exc})") from None
+        except OSError as exc:  # the volume, not the checkpoint (a stale NFS handle, say): worth a retry
+            raise TransientError(f"--output: cannot read {self.folder / STATE_FILE} ({exc.strerror or exc}); "
+                                 "check the artifact volume") from None
         try:
             state = json.loads(text)
         except ValueError as exc:
@@ -183,8 +184,11 @@ def _assign(path: Path, variables: Sequence[Any], folder: Path) -> None:
         with np.load(path, allow_pickle=False) as archive:
             paths = [str(p) for p in archive[_PATHS_KEY]]
             arrays = [archive[f"{i:04d}"] for i in range(len(paths))]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (FileNotFoundError, ValueError, KeyError, EOFError) as exc:  # what is there is not a checkpoint
         raise _unreadable(folder, f"cannot read {path.name} ({exc})") from None
+    except OSError as exc:  # the volume failed to read it: worth a retry
+        raise TransientError(f"--output: cannot read {path} ({exc.strerror or exc}); check the artifact volume") \
+            from None
     expected = [str(getattr(variable, "path", variable.name)) for variable in variables]
     if paths != expected or any(a.shape != tuple(v.shape) for a, v in zip(arrays, variables, strict=True)):
         raise _unreadable(folder, f"{path.name} does not fit this model's variables")

@@ -8,6 +8,7 @@ operator's Job builder can be checked against it. A bad flag raises UsageError, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -157,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
             from modelrelease_trainer.train import TrainConfig, train
 
             config = TrainConfig.from_args(args)
-            outcome = train(config)
+            outcome = train(config, report_stuck=_stuck_reporter(args))
             report = result.success_result(
                 stage=config.stage, version=outcome.version, artifact_path=outcome.artifact_path,
                 metrics=outcome.metrics, data_source=config.data, init_from=config.init_from,
@@ -179,6 +180,23 @@ def run_train(args: argparse.Namespace) -> int:
         report = _failure(args.stage, exit_codes.UNEXPECTED, f"unexpected {type(exc).__name__}: {exc}")
     _report(args.termination_log, report)
     return int(report.get("exitCode", exit_codes.OK))
+
+
+def _stuck_reporter(args: argparse.Namespace) -> Callable[[str | None], None]:
+    """Write the failure a stuck start would end in to the termination log ahead of time (the process is
+    then ended from outside the interpreter), or clear it once the start went well."""
+
+    def report(message: str | None) -> None:
+        path = termination_log_path(args.termination_log)
+        if message is None:
+            from modelrelease_trainer.result import write_atomically
+
+            with contextlib.suppress(OSError):
+                write_atomically(path, "")
+            return
+        _report(args.termination_log, _failure(args.stage, exit_codes.TRANSIENT, message))
+
+    return report
 
 
 def _failure(stage: str | None, code: Any, message: str) -> Any:

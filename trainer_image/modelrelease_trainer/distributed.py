@@ -11,11 +11,12 @@ TensorFlow), so a wrong cluster fails before any data is read.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,61 @@ def chief_value(strategy: Any, value: int) -> int:
 
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(contribution), axis=None)
     return round(float(total.numpy()))
+
+
+def sum_over_workers(strategy: Any, local: Any) -> Any:
+    """A float vector summed over every worker, each counting its own (this worker's replicas') total once.
+
+    Replica ids run worker by worker, so the first local replica of each worker is the one whose id is a
+    multiple of the local replica count."""
+    import numpy as np
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return np.asarray(local, dtype=np.float64)  # one worker: nothing to gather
+    local_replicas = max(1, len(strategy.extended.worker_devices))
+    value = tf.constant(np.asarray(local, dtype=np.float32))
+
+    def contribution() -> Any:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.where(tf.equal(replica % local_replicas, 0), value, tf.zeros_like(value))
+
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(contribution), axis=None)
+    return np.asarray(total.numpy(), dtype=np.float64)
+
+
+STARTUP_TIMEOUT_ENV = "TRAINER_STARTUP_TIMEOUT_SECONDS"
+DEFAULT_STARTUP_TIMEOUT = 900.0
+
+
+def start_watchdog(cluster: Cluster, report: Callable[[str | None], None] | None,
+                   env: Mapping[str, str] = os.environ) -> Callable[[], None] | None:
+    """End the process if the workers have not all met (their first collective) within the start-up timeout.
+
+    TensorFlow waits for missing peers without a limit, and holds the interpreter while it waits: a worker
+    whose peers stay Pending (no GPU free) or will never come (a chief that found the training finished and
+    completed it alone) would hold its GPU until the Job's deadline, deaf even to SIGTERM. So the failure is
+    reported beforehand (report(message)), and faulthandler's own thread, which needs no interpreter, ends
+    the process (exit 1, retried by the Job; the retry reads the checkpoint again). The returned function
+    disarms it once the workers met, and withdraws the report (report(None))."""
+    if not cluster.multi_worker or report is None:
+        return None
+    try:
+        seconds = float(env.get(STARTUP_TIMEOUT_ENV) or DEFAULT_STARTUP_TIMEOUT)
+    except ValueError:
+        raise ConfigError(f"{STARTUP_TIMEOUT_ENV} must be a number of seconds, got {env[STARTUP_TIMEOUT_ENV]!r}") \
+            from None
+    if not 0 < seconds < 1e7:
+        raise ConfigError(f"{STARTUP_TIMEOUT_ENV} must be above 0 seconds, got {seconds:g}")
+    report(f"worker {cluster.index} of {cluster.workers}: the workers did not all meet within {seconds:g} s "
+           f"({STARTUP_TIMEOUT_ENV}): a peer is pending or gone; retry: the workers resume from the checkpoint")
+    faulthandler.dump_traceback_later(seconds, exit=True)
+
+    def disarm() -> None:
+        faulthandler.cancel_dump_traceback_later()
+        report(None)
+
+    return disarm
 
 
 def wait_for_all(strategy: Any) -> None:

@@ -41,6 +41,7 @@ def export_saved_model(model: keras.Model, output: str) -> Path:
     try:
         base.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temporary, ignore_errors=True)  # left by a killed attempt with the same pid
+        shutil.rmtree(previous, ignore_errors=True)  # an attempt killed before it removed the one it replaced
         _archive(model).write_out(str(temporary), verbose=False)
         if target.exists():
             os.replace(target, previous)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from modelrelease_trainer import data
+from modelrelease_trainer.distributed import sum_over_workers
 from modelrelease_trainer.exit_codes import ConfigError, TransientError
 
 # TensorBoard's scalar plugin reads a summary as a scalar by this metadata; writing it with tf.summary.write
@@ -59,9 +60,14 @@ def run_epochs(
     for epoch in range(first_epoch, epochs + 1):
         print(f"Epoch {epoch}/{epochs}", flush=True)  # the embedded cluster reads progress from these lines
         totals = np.zeros(3)
-        for batch in strategy.experimental_distribute_dataset(_epoch_data(x, y, batch_size, seed, epoch)):
-            totals += step(batch).numpy()
-        loss_sum, correct, samples = totals
+        batches = strategy.experimental_distribute_dataset(_epoch_data(x, y, batch_size, seed, epoch))
+        for index, batch in enumerate(batches):
+            # Every worker knows each global batch's size (the last may be short): no collective to learn it.
+            global_size = tf.constant(min(batch_size, len(y) - index * batch_size), tf.int64)
+            for replica_totals in strategy.experimental_local_results(step(batch, global_size)):
+                totals += replica_totals.numpy()
+        # One sum over the workers per epoch, not per step: each step then waits on the gradients' only.
+        loss_sum, correct, samples = sum_over_workers(strategy, totals)
         stats = EpochStats(epoch=epoch, loss=float(loss_sum / samples), accuracy=float(correct / samples))
         print(f"epoch {epoch}/{epochs}: loss {stats.loss:.4f} - accuracy {stats.accuracy:.4f}", flush=True)
         if not math.isfinite(stats.loss):
@@ -110,10 +116,9 @@ def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strat
     per_example_loss = keras.losses.SparseCategoricalCrossentropy(reduction=None)
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-    def replica_step(features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def replica_step(features: tf.Tensor, labels: tf.Tensor, global_size: tf.Tensor) -> tf.Tensor:
         context = tf.distribute.get_replica_context()
-        # The last global batch may be short, and split unevenly: divide by what all replicas really hold.
-        global_size = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.size(labels, out_type=tf.int64))
+        # The last global batch may be short, and split unevenly: divide by what all replicas hold together.
         with tf.GradientTape() as tape:
             probabilities = model(features, training=True)
             losses = per_example_loss(labels, probabilities)
@@ -129,10 +134,9 @@ def _train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, strat
         return tf.stack([tf.reduce_sum(losses), correct, tf.cast(tf.size(labels), tf.float32)])
 
     @tf.function(reduce_retracing=True)
-    def step(batch: Any) -> tf.Tensor:
+    def step(batch: Any, global_size: tf.Tensor) -> Any:
         features, labels = batch
-        totals = strategy.run(replica_step, args=(features, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, totals, axis=None)
+        return strategy.run(replica_step, args=(features, labels, global_size))  # this worker's replicas' totals
 
     return step
 

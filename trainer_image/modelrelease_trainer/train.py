@@ -11,7 +11,7 @@ import argparse
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +72,9 @@ class TrainOutcome:
     """Whether this process wrote --output (worker 0)."""
 
 
-def train(config: TrainConfig) -> TrainOutcome:
+def train(config: TrainConfig, report_stuck: Callable[[str | None], None] | None = None) -> TrainOutcome:
+    """One stage. With several workers and report_stuck, the process ends if the workers never all meet;
+    report_stuck(message) records that failure beforehand, report_stuck(None) withdraws it once they met."""
     cluster = distributed.resolve_cluster(config.workers, os.environ)  # before any work: a wrong env fails fast
     source = parse_source(config.data)
     split = data.split_dataset(
@@ -87,6 +89,7 @@ def train(config: TrainConfig) -> TrainOutcome:
     if alone:
         log.info("the checkpoint holds all %d epochs: worker %d finishes without its peers", config.epochs,
                  cluster.index)
+    disarm = distributed.start_watchdog(distributed.LOCAL if alone else cluster, report_stuck)
     setup = runtime.configure(seed=config.seed, mixed_precision=config.mixed_precision,
                               cluster=distributed.LOCAL if alone else cluster)
     if cluster.is_chief:
@@ -102,6 +105,8 @@ def train(config: TrainConfig) -> TrainOutcome:
         store = Checkpoints(config.output, {k: v for k, v in params.items() if k != "initFrom"})
         # Every worker checks the checkpoint it sees, and all resume from the epoch the chief sees.
         resumed = distributed.chief_value(setup.strategy, store.epochs_done())
+        if disarm is not None:
+            disarm()  # every worker got here: they met
         if resumed:
             store.restore(resumed, model.weights, optimizer.variables)
             log.info("resuming from the checkpoint after epoch %d of %d", resumed, config.epochs)

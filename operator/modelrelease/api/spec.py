@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from modelrelease.api.base import Duration, WireModel, dns_label, parse_duration
 from modelrelease.api.compare import CompareSpec, compare_problem
 from modelrelease.api.routing import CanaryScale, HeaderRoute, MirrorRoute, TrafficRouting, routing_problems
-from modelrelease.api.training_rules import resources_problem, worker_problems
+from modelrelease.api.training_rules import managed_flag_problems, resources_problem, worker_problems
 from modelrelease.promql.presets import PRESETS
 from modelrelease.promql.templates import template_errors
 
@@ -501,7 +501,7 @@ class ModelReleaseSpec(WireModel):
                 "analysis.checks are required when a step has a weight below 100: "
                 "without them nothing judges the canary before it takes all traffic"
             )
-        problems = routing_problems(self) + worker_problems(self)
+        problems = routing_problems(self) + worker_problems(self) + managed_flag_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         partial = any(0 < w < 100 for w in weights)

@@ -51,6 +51,34 @@ def training_setting(spec: Any, stage: Any, name: str) -> Any:
     return own if own is not None else getattr(spec.training, name)
 
 
+# The trainer flags the operator derives from the stage: repeated in args, argparse would take the later value
+# and the version's recorded hyper-parameters would not be what trained it.
+MANAGED_FLAGS = {
+    "--stage": "stages[].name", "--data": "training.data", "--output": "model.storage",
+    "--epochs": "training.epochs", "--batch-size": "training.batchSize", "--optimizer": "training.optimizer.name",
+    "--learning-rate": "training.optimizer.learningRate", "--weight-decay": "training.optimizer.weightDecay",
+    "--mixed-precision": "training.mixedPrecision", "--seed": "training.seed",
+    "--eval-fraction": "training.evalFraction", "--init-from": "training.initFrom",
+    "--workers": "training.workers", "--termination-log": "(the operator's own)",
+}
+
+
+def managed_flag_problems(spec: Any) -> list[str]:
+    """args that repeat a flag the operator sets from a field, with the field to set instead."""
+    places = [("training.args", spec.training.args)] + [
+        (f"stages[{i}].training.args", stage.training.args) for i, stage in enumerate(spec.stages)
+        if stage.training is not None]
+    problems = []
+    for where, args in places:
+        for arg in args or []:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_FLAGS:
+                problems.append(f"{where}: {flag} is set by the operator from {MANAGED_FLAGS[flag]}; set that "
+                                "field instead (a repeated flag would override it, and the version would record "
+                                "settings it was not trained with)")
+    return problems
+
+
 def worker_problems(spec: Any) -> list[str]:
     """Each multi-worker stage's settings that cannot train together, with the field to change."""
     problems = []

@@ -36,7 +36,9 @@ def job_name(release: str, stage: str, attempt: int, run: int, spec_digest: str,
 
     A multi-worker Job's pods are named by the host <job>-<index>, a DNS label of at most 63 characters, so its
     name is at most 60 and has no dots."""
-    suffix = _short(spec_digest, stage, str(attempt), str(run))
+    # The whole release name is hashed: two releases whose names share their first 20 or 24 characters
+    # (or differ by '.' and '-') must never meet at one Job name and adopt each other's Job.
+    suffix = _short(spec_digest, stage, str(attempt), str(run), release)
     if workers > 1:
         head = f"{release[:20].replace('.', '-').rstrip('-')}-{stage[:28].rstrip('-')}"
         return f"{head}-{suffix}"
