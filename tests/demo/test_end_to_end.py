@@ -49,6 +49,7 @@ def test_the_release_is_trained_canaried_and_promoted(no_leftovers: pathlib.Path
     assert status['stable']['id'] == status['history'][-1]['id'] and status['stable']['stage'] == 'full'
     assert status['stable']['path'].startswith('/models/digits/')  # the operator saw cluster paths only
     assert [s['phase'] for s in status['stages']] == ['Succeeded', 'Succeeded', 'Succeeded']
+    assert [s['version']['hyperparameters']['workers'] for s in status['stages']] == [1, 2, 1]
     assert status['canaryWeight'] == 0 and status.get('canary') is None
     _assert_valid_png(result.files['chart'])
     written = yaml.safe_load(result.files['release'].read_text())
