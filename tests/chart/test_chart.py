@@ -197,6 +197,7 @@ def test_cluster_wide_rbac(default: Rendered):
     } | {("", "pods", "list"), ("", "pods", "watch")} | {
         ("apps", "deployments", verb) for verb in ("create", "get", "list", "watch", "patch")
     } | {("", "services", verb) for verb in ("create", "get", "list", "watch")} | {
+        ("networking.k8s.io", "networkpolicies", "create"), ("networking.k8s.io", "networkpolicies", "get"),
         ("", "events", "create"), ("", "secrets", "get"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

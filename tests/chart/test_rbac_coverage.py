@@ -331,3 +331,27 @@ def test_the_leader_election_role_covers_a_takeover_and_a_release(harness: Harne
     assert {(g.resource, g.verb, g.resource_names) for g in grants if g.role.startswith("Role/")} == {
         ("leases", "get", (lease,)), ("leases", "update", (lease,)), ("leases", "create", ())}
     assert role["metadata"]["namespace"] == namespace == rendered.namespace
+
+
+def test_rules_cover_a_multi_worker_release(harness: Harness):
+    """A release whose stages train on two workers each: its Jobs' NetworkPolicies and headless Services are
+    created under the rendered grants, and without the networkpolicies rule they would not be."""
+    rendered = render({"health": {"port": free_port()}})
+    grants = grants_of(rendered.objects, (rendered.namespace, rendered.one("ServiceAccount")["metadata"]["name"]))
+    harness.kill_operator()
+    harness.server.requests.reset()
+    start_operator_as_rendered(harness, rendered)
+    store = Store(harness)
+    spec = release_spec(harness.prometheus.url)
+    spec["training"]["workers"] = 2
+    store.apply("default", "digits", spec)
+    store.wait_phase("default", "digits", "Released", harness)
+    records = harness.server.requests.snapshot()
+
+    accesses, unused = check_coverage(records, grants)
+    report("cluster-wide, two workers per stage", accesses, grants, unused)
+    created = {(a.group, a.resource) for a in accesses if a.verb == "create"}
+    assert {("networking.k8s.io", "networkpolicies"), ("", "services"), ("batch", "jobs")} <= created
+    fenced = [g for g in grants if g.resource != "networkpolicies"]
+    with pytest.raises(AssertionError, match="networkpolicies"):
+        check_coverage(records, fenced)

@@ -10,7 +10,7 @@ from modelrelease.api.status import ModelVersion
 from modelrelease.core.model import CreateJob
 from modelrelease.core.naming import job_name, worker_service_name
 from modelrelease.manifests.job import build_job
-from modelrelease.manifests.workers import WORKER_PORT, build_worker_service, workers_of
+from modelrelease.manifests.workers import WORKER_PORT, build_worker_network_policy, build_worker_service, workers_of
 from tests.core.world import base_spec
 
 OWNER = {"apiVersion": "modelrelease.io/v1alpha1", "kind": "ModelRelease",
@@ -116,3 +116,15 @@ def test_each_worker_derives_its_place_in_the_cluster_from_what_the_job_gives_it
     assert parsed.workers == 3
     assert [c.index for c in clusters] == [0, 1, 2] and [c.is_chief for c in clusters] == [True, False, False]
     assert clusters[0].hosts == tuple(env["TRAINER_WORKER_HOSTS"].split(","))
+
+
+def test_only_the_jobs_own_workers_may_reach_their_port():
+    job = _job(_spec(workers=2))
+    policy = build_worker_network_policy(_created(job))
+    kubernetes_validate.validate(policy, "1.33", strict=True)
+    own = {"matchLabels": {"batch.kubernetes.io/job-name": job["metadata"]["name"]}}
+    assert policy["spec"]["podSelector"] == own  # it fences these pods, and nothing else in the namespace
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": own}],
+                                          "ports": [{"protocol": "TCP", "port": WORKER_PORT}]}]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == JOB_UID

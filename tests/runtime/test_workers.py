@@ -42,7 +42,10 @@ def test_the_job_comes_with_a_headless_service_owned_by_it() -> None:
     service = release.cluster.get("Service", NS, name)
     assert service is not None and service["spec"]["clusterIP"] == "None"
     assert service["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
-    assert [c.verb for c in release.cluster.writes()] == ["create", "create", "patch_release_status"]
+    policy = release.cluster.get("NetworkPolicy", NS, name)
+    assert policy is not None and policy["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert [(c.verb, c.kind) for c in release.cluster.writes()] == [
+        ("create", "Job"), ("create", "NetworkPolicy"), ("create", "Service"), ("patch_release_status", "ModelRelease")]
     mark = release.cluster.mark()
     release.reconcile()  # settled: the Service is there, nothing is asked again
     assert [c for c in release.cluster.since(mark) if c.is_write] == []
@@ -52,10 +55,11 @@ def test_a_service_lost_to_a_crash_after_the_job_is_recreated() -> None:
     release = Release(_spec())
     release.reconcile()
     name = release.active_job()
-    release.cluster.objects.pop(("Service", NS, name))  # the operator died between the two creates
+    release.cluster.objects.pop(("Service", NS, name))  # the operator died after the Job and its policy
+    release.cluster.objects.pop(("NetworkPolicy", NS, name))  # (or before the policy)
     release.reconcile()
     service = release.cluster.get("Service", NS, name)
-    assert service is not None
+    assert service is not None and release.cluster.get("NetworkPolicy", NS, name) is not None
     job = release.cluster.get("Job", NS, name)
     assert job is not None and service["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
 

@@ -86,10 +86,16 @@ rule; tests/chart checks them against the requests of a real operator run).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["create", "get", "list", "watch", "patch"]
-# The Service in front of both Deployments: created once, adopted on 409, watched by label.
+# The Service in front of both Deployments (and a multi-worker Job's headless Service): created once,
+# adopted on 409, watched by label.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "get", "list", "watch"]
+# A multi-worker stage's NetworkPolicy (only its workers reach their port): created with its Job, adopted
+# on 409; deleted with the Job by the garbage collector.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "get"]
 # Events on ModelReleases (kopf posts core/v1 Events; it never patches them).
 - apiGroups: [""]
   resources: ["events"]

@@ -83,6 +83,8 @@ _PATHS = {
     "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"),
+    # A multi-worker Job's fence: only its own workers reach their TensorFlow port.
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "ModelRelease": (f"/apis/{api.API_VERSION}", api.PLURAL),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
     # The user's route, which the operator only reads and replaces (traffic routing).

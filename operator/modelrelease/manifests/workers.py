@@ -12,7 +12,8 @@ from typing import Any
 from modelrelease.api.labels import LABEL_WORKERS
 from modelrelease.core.naming import worker_hosts, worker_service_name
 
-__all__ = ["WORKER_PORT", "add_workers", "build_worker_service", "worker_service_name", "workers_of"]
+__all__ = ["WORKER_PORT", "add_workers", "build_worker_network_policy", "build_worker_service", "worker_service_name",
+           "workers_of"]
 
 WORKER_PORT = 2222
 WORKER_HOSTS_ENV = "TRAINER_WORKER_HOSTS"
@@ -60,6 +61,30 @@ def build_worker_service(job: dict[str, Any]) -> dict[str, Any]:
             "selector": {JOB_NAME_LABEL: meta["name"]},
             "publishNotReadyAddresses": True,
             "ports": [{"name": "worker", "port": WORKER_PORT, "targetPort": WORKER_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_worker_network_policy(job: dict[str, Any]) -> dict[str, Any]:
+    """Only the Job's own workers may reach their port: TensorFlow's worker server runs whatever graph a
+    client sends it (reading and writing files on the model volume among others) and has no authentication.
+    It selects only these pods, so nothing else in the namespace changes. Owned by the Job, as the Service."""
+    meta = job["metadata"]
+    workers = {"matchLabels": {JOB_NAME_LABEL: meta["name"]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": worker_service_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                                 "controller": True}],
+        },
+        "spec": {
+            "podSelector": workers,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": workers}], "ports": [{"protocol": "TCP", "port": WORKER_PORT}]}],
         },
     }
 

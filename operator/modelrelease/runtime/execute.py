@@ -16,7 +16,7 @@ from modelrelease.core.model import Action, ApplyDeployment, CreateJob, DeleteJo
 from modelrelease.core.naming import deployment_name, serving_hash
 from modelrelease.manifests.job import build_job
 from modelrelease.manifests.serving import build_deployment, build_service, build_track_service, pod_template
-from modelrelease.manifests.workers import build_worker_service, workers_of
+from modelrelease.manifests.workers import build_worker_network_policy, build_worker_service, workers_of
 from modelrelease.runtime.route import set_route
 
 EmitFn = Callable[[str, str, str], None]
@@ -29,8 +29,8 @@ def execute(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str, Any], act
     for action in actions:
         if isinstance(action, CreateJob):
             job = cluster.create(build_job(spec, owner, action))
-            if workers_of(job) > 1:  # the Job first: the Service is its child, deleted with it
-                cluster.create(build_worker_service(job))
+            if workers_of(job) > 1:  # the Job first: its children go with it
+                ensure_worker_services(cluster, (job,))
         elif isinstance(action, DeleteJob):
             cluster.delete("Job", namespace, action.name)
         elif isinstance(action, ApplyDeployment):
@@ -76,7 +76,10 @@ def _apply_deployment(cluster: Cluster, spec: ModelReleaseSpec, owner: dict[str,
 
 
 def ensure_worker_services(cluster: Cluster, jobs: tuple[Mapping[str, Any], ...]) -> None:
-    """Give each running multi-worker Job its headless Service back: an operator stopped between the Job's
-    creation and its Service's would otherwise leave the workers unable to find each other."""
+    """Give each (running) multi-worker Job its NetworkPolicy and headless Service, adopted when they exist:
+    an operator stopped between the Job's creation and theirs would otherwise leave the workers unable to
+    find each other."""
     for job in jobs:
+        # The policy first: a Service seen means its workers are already fenced (the repair looks for Services).
+        cluster.create(build_worker_network_policy(dict(job)))
         cluster.create(build_worker_service(dict(job)))
