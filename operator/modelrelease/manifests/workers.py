@@ -39,6 +39,19 @@ def add_workers(job: dict[str, Any], workers: int) -> dict[str, Any]:
     return job
 
 
+def _child_of(job: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of an object that lives as long as the Job: its name, labels, and the Job as its owner."""
+    meta = job["metadata"]
+    return {
+        "name": worker_service_name(meta["name"]),
+        "namespace": meta["namespace"],
+        "labels": dict(meta.get("labels") or {}),
+        # Not blockOwnerDeletion: that would need update rights on jobs/finalizers, for nothing.
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                             "controller": True}],
+    }
+
+
 def build_worker_service(job: dict[str, Any]) -> dict[str, Any]:
     """The headless Service that gives each worker its DNS name, owned by the Job (it goes when the Job goes).
 
@@ -48,14 +61,7 @@ def build_worker_service(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": worker_service_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
-            # Not blockOwnerDeletion: that would need update rights on jobs/finalizers, for nothing.
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
-                                 "controller": True}],
-        },
+        "metadata": _child_of(job),
         "spec": {
             "clusterIP": "None",
             "selector": {JOB_NAME_LABEL: meta["name"]},
@@ -74,13 +80,7 @@ def build_worker_network_policy(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": worker_service_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
-                                 "controller": True}],
-        },
+        "metadata": _child_of(job),
         "spec": {
             "podSelector": workers,
             "policyTypes": ["Ingress"],
