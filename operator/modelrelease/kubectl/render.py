@@ -169,7 +169,7 @@ def history_table(obj: Object) -> Table:
     """Kept versions, oldest first, with their lineage; parents are named wherever status knows them."""
     status = status_of(obj)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("", "VERSION", "STAGE", "PARENT", "DATA", "METRICS", "TRAINED", "RELEASED"):
+    for column in ("", "VERSION", "STAGE", "PARENT", "DATA", "WORKERS", "METRICS", "TRAINED", "RELEASED"):
         table.add_column(column, no_wrap=column not in ("DATA", "METRICS"))
     known = [*status.history, *(r.version for r in status.stages if r.version), status.stable, status.canary]
     names = {v.id: v.name for v in known if v is not None}
@@ -178,7 +178,11 @@ def history_table(obj: Object) -> Table:
             status.stable.id, status.stable.released_at)
         mark = "stable" if current else ("restored" if version.restored else "")
         parent = names.get(version.parent, version.parent[:19]) if version.parent else "-"
-        table.add_row(mark, version.name, version.stage, parent, version.data_source or "-",
+        data = version.data_source or "-"
+        if version.data_hash:  # the content, short: enough to tell two data sets apart at a glance
+            data += f" {version.data_hash[:15]}"
+        workers = str(version.hyperparameters.workers) if version.hyperparameters else "-"
+        table.add_row(mark, version.name, version.stage, parent, data, workers,
                       _metrics(version.metrics, ("accuracy", "f1")), _short_time(version.trained_at),
                       _short_time(version.released_at))
     return table
