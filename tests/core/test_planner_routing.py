@@ -192,3 +192,24 @@ def test_once_a_promotion_let_go_of_the_canary_the_route_never_goes_back_to_it()
     world.wait(5)
     world.step()
     assert world.route.state == RouteState.stable_only() and world.status.phase == "Promoting"
+
+
+def test_a_step_whose_route_was_never_set_does_not_end():
+    """The shadow step's canary pod is not ready for longer than the step lasts: the step holds until the
+    route has mirrored to the canary, however many runs passed meanwhile."""
+    world = World.of(routed_spec())
+    _at(world, 1, 0)
+    world.route = RouteObservation("digits-route", RouteState.stable_only())  # not (yet) the shadow route
+    world.instant_ready = False
+    seen = world.deployments["canary"]
+    world.deployments["canary"] = type(seen)("canary", seen.version, 1, 0, seen.serving_hash)
+    for _ in range(8):  # 2 minutes of passing runs: twice the step's duration
+        world.wait(15)
+        world.step()
+    assert (world.status.step_index, world.route.state) == (0, RouteState.stable_only())
+    world.deployments["canary"] = type(seen)("canary", seen.version, 1, 1, seen.serving_hash)
+    world.step()  # the pod is ready: the route mirrors now, the step still holds this pass
+    assert (world.status.step_index, world.route.state) == (0, RouteState(0, None, 20))
+    world.wait(15)
+    world.step()
+    assert world.status.step_index == 1

@@ -227,7 +227,7 @@ class Step(WireModel):
     ceil(replicas * weight / 100), and below 100 the stable keeps at least one pod."""
     duration: Duration = "1m"
     """Minimum length of the step, a Go duration (30s, 5m, 1h30m); it ends only after an analysis run
-    that passed within it. Default 1m."""
+    that passed within it and, with trafficRouting, once the route does what the step asks. Default 1m."""
     canary_scale: CanaryScale | None = None
     """With trafficRouting: the canary's pods during this step, overriding serving.canaryScale."""
     header_route: HeaderRoute | None = None

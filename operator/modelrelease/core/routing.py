@@ -73,6 +73,17 @@ def desired_route(spec: ModelReleaseSpec, status: ModelReleaseStatus, observatio
     return wanted
 
 
+def step_route_in_place(spec: ModelReleaseSpec, status: ModelReleaseStatus, observations: Observations) -> bool:
+    """Whether the route does what the current step asks (always true without traffic routing). A step ends
+    only once it did: a short step whose canary pods were not ready in time must not pass having never
+    sent its share (or its mirror, or its header route) to the canary."""
+    if spec.serving.traffic_routing is None:
+        return True
+    seen = observations.route.state if observations.route is not None else None
+    header, mirror = _step_routes(spec, status)
+    return seen == RouteState(status.canary_weight, header, mirror)
+
+
 def _grows(seen: RouteState, wanted: RouteState) -> bool:
     """Whether ``wanted`` sends the canary anything ``seen`` does not."""
     return (wanted.canary_weight > seen.canary_weight or (wanted.header is not None and wanted.header != seen.header)

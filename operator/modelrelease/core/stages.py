@@ -190,6 +190,8 @@ def _follow_steps(draft: Draft) -> None:
         return
     if draft.spec.analysis.checks and not _passed_within_step(draft.status):
         return
+    if not routing.step_route_in_place(draft.spec, draft.status, draft.observed):
+        return  # the route is set this pass, or waits for the canary's pods: the step holds until it is
     advance_step(draft)
 
 
