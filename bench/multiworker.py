@@ -1,12 +1,12 @@
 """Training throughput with 1 and 2 workers, and what checkpointing every epoch costs.
 
-    .venv/bin/python bench/multiworker.py [--repeat 20] [--epochs 1,4] [--batch-sizes 256,4096]
+    .venv/bin/python bench/multiworker.py [--repeat 20] [--epochs 4] [--batch-sizes 256,4096]
 
 Each run is the trainer's own command line (`python -m modelrelease_trainer train`), as a Job's pod runs
 it; two workers are two processes with TF_CONFIG on loopback ports, as the embedded default runs them.
-Throughput is taken from the difference between a short and a long run of the same stage, which cancels
-the start-up (imports, the cluster handshake, tracing, evaluation and saving): samples/s =
-train samples * (long - short epochs) / (long - short seconds). On one machine two workers share its
+Throughput is the chief's training samples per second over epochs 2 to N, timed by when its
+`Epoch k/N` lines arrive: start-up, the cluster handshake, tracing (epoch 1), evaluation and saving
+are left out. On one machine two workers share its
 cores, so the ratio shows the cost of synchronising gradients, not the gain of a second node.
 """
 
@@ -21,6 +21,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -38,14 +39,13 @@ def make_data(folder: pathlib.Path, repeat: int) -> pathlib.Path:
     return path
 
 
-def train(data: pathlib.Path, output: pathlib.Path, workers: int, epochs: int, batch_size: int,
-          env_extra: dict[str, str] | None = None) -> tuple[float, dict]:
-    """Run one stage on ``workers`` local processes; wall seconds and the chief's result."""
+def train(data: pathlib.Path, output: pathlib.Path, workers: int, epochs: int, batch_size: int) -> tuple[float, dict]:
+    """Run one stage on ``workers`` local processes; the chief's seconds per epoch after the first (which
+    traces the step), timed by when its epoch lines arrive, and its result."""
     ports = [free_port() for _ in range(workers)]
-    processes = []
-    started = time.perf_counter()
+    processes, arrivals = [], []
     for index in range(workers):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
         if workers > 1:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                            "task": {"type": "worker", "index": index}})
@@ -54,38 +54,51 @@ def train(data: pathlib.Path, output: pathlib.Path, workers: int, epochs: int, b
                    "--output", str(output), "--epochs", str(epochs), "--batch-size", str(batch_size),
                    "--workers", str(workers), "--mixed-precision", "off",
                    "--termination-log", str(output.parent / f"{output.name}-{index}.json")]
-        with log.open("wb") as sink:
-            processes.append((subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env), log))
-    for process, log in processes:
-        if process.wait(timeout=1800) != 0:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        processes.append((process, log, threading.Thread(target=_follow, args=(process, log, arrivals if index == 0
+                                                                                 else None), daemon=True)))
+        processes[-1][2].start()
+    for process, log, reader in processes:
+        reader.join(timeout=1800)
+        if process.wait(timeout=60) != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
             raise SystemExit(f"a worker failed:\n{tail}")
-    seconds = time.perf_counter() - started
+    # "Epoch k/n" starts epoch k; "epoch n/n: ..." ends the last one.
+    starts = {int(line.split()[1].split("/")[0]): moment for moment, line in arrivals if line.startswith("Epoch ")}
+    end = next(moment for moment, line in arrivals if line.startswith(f"epoch {epochs}/{epochs}:"))
     result = json.loads((output.parent / f"{output.name}-0.json").read_text())
-    return seconds, result
+    return (end - starts[2]) / (epochs - 1), result
 
 
-def throughput(data: pathlib.Path, folder: pathlib.Path, workers: int, epochs: tuple[int, ...],
+def _follow(process: subprocess.Popen[bytes], log: pathlib.Path, arrivals: list | None) -> None:
+    with log.open("wb") as sink:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            sink.write(raw)
+            if arrivals is not None:
+                arrivals.append((time.perf_counter(), raw.decode(errors="replace").strip()))
+
+
+def throughput(data: pathlib.Path, folder: pathlib.Path, workers: int, epochs: int,
                batch_size: int) -> tuple[float, dict]:
     folder.mkdir(exist_ok=True)
-    short, _ = train(data, folder / f"w{workers}-short", workers, epochs[0], batch_size)
-    long, result = train(data, folder / f"w{workers}-long", workers, epochs[1], batch_size)
-    samples = result["metrics"]["trainSamples"] * (epochs[1] - epochs[0])
-    return samples / (long - short), result
+    seconds, result = train(data, folder / f"w{workers}", workers, epochs, batch_size)
+    return result["metrics"]["trainSamples"] / seconds, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20, help="tile the digits this many times")
-    parser.add_argument("--epochs", default="1,4", help="epochs of the short and the long run")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is not timed)")
     parser.add_argument("--batch-sizes", default="256,4096", help="global batch sizes to compare at")
     args = parser.parse_args()
-    epochs = tuple(int(e) for e in args.epochs.split(","))
-    assert len(epochs) == 2 and epochs[1] > epochs[0]
+    epochs = args.epochs
+    if epochs < 2:
+        raise SystemExit("--epochs must be at least 2: the first epoch traces the step and is not timed")
     with tempfile.TemporaryDirectory(prefix="bench-multiworker-") as tmp:
         folder = pathlib.Path(tmp)
         data = make_data(folder, args.repeat)
-        print(f"{os.cpu_count()} CPU cores; epochs {epochs[0]} vs {epochs[1]}; the trainer's MLP on digits x "
+        print(f"{os.cpu_count()} CPU cores; epochs 2 to {epochs} timed; the trainer's MLP on digits x "
               f"{args.repeat}")
         print(f"{'batch':>6} {'1 worker samples/s':>19} {'2 workers samples/s':>20} {'ratio':>6} "
               f"{'accuracy 1 / 2':>15}")
@@ -112,14 +125,13 @@ def print_checkpoint_cost(folder: pathlib.Path, data_file: pathlib.Path, batch_s
     optimizer = train.make_optimizer("adam", 1e-3, 0.0)
     optimizer.build(model.trainable_variables)
     strategy = tf.distribute.get_strategy()
-    epochs = []
+    ends: list[float] = []
     with contextlib.redirect_stdout(io.StringIO()):  # the loop's per-epoch lines
-        for epoch in (1, 2, 3):  # the first traces the step
-            started = time.perf_counter()
-            run_epochs(model, optimizer, strategy, split.x_train, split.y_train, batch_size=batch_size, seed=0,
-                       epochs=epoch, first_epoch=epoch, on_epoch_end=lambda stats: None)
-            epochs.append(time.perf_counter() - started)
-    epoch_seconds = sum(epochs[1:]) / len(epochs[1:])
+        started = time.perf_counter()
+        run_epochs(model, optimizer, strategy, split.x_train, split.y_train, batch_size=batch_size, seed=0,
+                   epochs=4, first_epoch=1, on_epoch_end=lambda stats: ends.append(time.perf_counter()))
+    epochs = [later - earlier for earlier, later in zip([started, *ends], ends, strict=False)][1:]  # 1st traces
+    epoch_seconds = sum(epochs) / len(epochs)
     checkpoints = Checkpoints(str(folder / "checkpoint-bench"), {"stage": "bench"})
     started = time.perf_counter()
     for epoch in range(1, saves + 1):
@@ -130,6 +142,22 @@ def print_checkpoint_cost(folder: pathlib.Path, data_file: pathlib.Path, batch_s
     print(f"checkpoint per epoch: {save_seconds * 1000:.1f} ms for {parameters} parameters and their optimizer "
           f"state ({size / 1024:.0f} KiB on disk), against {epoch_seconds * 1000:.0f} ms per epoch of "
           f"{len(split.y_train)} samples: {save_seconds / epoch_seconds:.1%} of an epoch")
+    # The write grows with the model: the same save for a model of about ten million parameters.
+    import keras
+
+    inputs = keras.Input(shape=(1024,))
+    big = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Dense(2048)(keras.layers.Dense(4096)(inputs))))
+    big_optimizer = train.make_optimizer("adam", 1e-3, 0.0)
+    big_optimizer.build(big.trainable_variables)
+    large = Checkpoints(str(folder / "checkpoint-big"), {"stage": "big"})
+    started = time.perf_counter()
+    for epoch in range(1, 4):
+        large.save(epoch, big.weights, big_optimizer.variables)
+    big_seconds = (time.perf_counter() - started) / 3
+    big_size = sum(f.stat().st_size for f in (folder / "checkpoint-big").rglob("*") if f.is_file())
+    big_parameters = sum(int(np.prod(w.shape)) for w in big.weights)
+    print(f"checkpoint per epoch of a {big_parameters / 1e6:.1f}M-parameter model: {big_seconds * 1000:.0f} ms "
+          f"({big_size / 2**20:.0f} MiB with the optimizer state, on this machine's disk)")
 
 
 if __name__ == "__main__":
