@@ -45,10 +45,15 @@ def resources_problem(requests: Mapping[str, str | int], limits: Mapping[str, st
     return None
 
 
+def stage_setting(stage: Any, defaults: Any, name: str) -> Any:
+    """A stage's own training setting, else the defaults' (spec.training)."""
+    own = getattr(stage.training, name, None) if stage.training else None
+    return own if own is not None else getattr(defaults, name)
+
+
 def training_setting(spec: Any, stage: Any, name: str) -> Any:
     """A stage's own training setting, else spec.training's."""
-    own = getattr(stage.training, name, None) if stage.training else None
-    return own if own is not None else getattr(spec.training, name)
+    return stage_setting(stage, spec.training, name)
 
 
 # The trainer flags the operator derives from the stage: repeated in args, argparse would take the later value

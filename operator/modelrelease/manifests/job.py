@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelrelease.api.labels import LABEL_STAGE
-from modelrelease.api.spec import ModelReleaseSpec, Stage, TrainingDefaults
+from modelrelease.api.spec import ModelReleaseSpec, Stage
+from modelrelease.api.training_rules import stage_setting
 from modelrelease.core.model import CreateJob
 from modelrelease.manifests.common import (
     artifact_volume,
@@ -25,9 +26,7 @@ TERMINATION_LOG = "/dev/termination-log"
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 
 
-def _setting(stage: Stage, defaults: TrainingDefaults, name: str) -> Any:
-    own = getattr(stage.training, name) if stage.training else None
-    return own if own is not None else getattr(defaults, name)
+_setting = stage_setting  # a stage's own setting, else spec.training's
 
 
 def build_job(spec: ModelReleaseSpec, owner: dict[str, Any], action: CreateJob) -> dict[str, Any]:
